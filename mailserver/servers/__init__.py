@@ -1,0 +1,1 @@
+"""One module per daemon: binds a protocol state machine to asyncio streams and the services."""

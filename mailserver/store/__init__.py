@@ -1,0 +1,1 @@
+"""Metadata store: schema, per-aggregate queries and migrations (SQLite and PostgreSQL)."""
