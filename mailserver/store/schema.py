@@ -94,6 +94,7 @@ accounts = Table(
     Column("next_mailbox_id", BigInteger, nullable=False, server_default="1"),
     Column("next_email_id", BigInteger, nullable=False, server_default="1"),
     Column("next_thread_id", BigInteger, nullable=False, server_default="1"),
+    Column("last_uidvalidity", BigInteger, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["domain_id"], ["domains.id"], ondelete="RESTRICT"),
 )
