@@ -11,27 +11,19 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from mailserver.testing.pgcluster import PgCluster, find_pg_tool, free_port  # noqa: F401
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 
 
 def require_tool(name: str, why: str = "") -> str:
     """Path of an external tool; in CI its absence fails the test, elsewhere it skips."""
-    path = shutil.which(name)
-    for d in PG_BIN_DIRS:
-        if path is None and os.path.exists(os.path.join(d, name)):
-            path = os.path.join(d, name)
+    path = find_pg_tool(name)
     if path is None:
         msg = f"{name} not installed{': ' + why if why else ''}"
         if IN_CI:
@@ -40,70 +32,15 @@ def require_tool(name: str, why: str = "") -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class PgCluster:
-    host: str
-    port: int
-    datadir: Path
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
-
-    def psql(self, sql: str, dbname: str = "postgres") -> str:
-        psql = require_tool("psql")
-        out = subprocess.run(
-            [psql, "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", dbname,
-             "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-            check=True, capture_output=True, text=True,
-        )
-        return out.stdout
-
-    def create_database(self) -> str:
-        name = "t_" + uuid.uuid4().hex[:12]
-        self.psql(f"CREATE DATABASE {name}")
-        return name
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    initdb = require_tool("initdb", "PostgreSQL server binaries")
-    pg_ctl = require_tool("pg_ctl", "PostgreSQL server binaries")
-    base = Path(tempfile.mkdtemp(prefix="mailserver-pg-"))
-    datadir = base / "data"
-    os.chmod(base, 0o755)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    subprocess.run(
-        _as_postgres([initdb, "-D", str(datadir), "-U", "postgres", "-A", "trust",
-                      "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
-        check=True, capture_output=True,
-    )
-    port = free_port()
-    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
-            "-c fsync=on -c max_connections=200 -c shared_buffers=128MB")
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(datadir), "-o", opts, "-l", str(base / "log"),
-                      "-w", "-t", "60", "start"]),
-        check=True, capture_output=True,
-    )
+    require_tool("initdb", "PostgreSQL server binaries")
+    require_tool("pg_ctl", "PostgreSQL server binaries")
+    cluster = PgCluster.start()
     try:
-        yield PgCluster("127.0.0.1", port, datadir)
+        yield cluster
     finally:
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(datadir), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
