@@ -1,0 +1,1 @@
+"""Credentials: password hashing and verification (argon2id, imported crypt-style hashes)."""
