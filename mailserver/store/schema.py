@@ -310,3 +310,20 @@ SPECIAL_USE_MAILBOXES: tuple[tuple[str, str], ...] = (
     ("Archive", "archive"),
 )
 """Created for every new account: (path, role)."""
+
+# --------------------------------------------------------------------------------------------
+# Leases (mailserver.store.locks) — appended by the POP3 daemon work; keep this section last.
+# --------------------------------------------------------------------------------------------
+
+# A named, expiring lock per account that works across processes and nodes: the POP3 maildrop
+# lock (name "pop3") today. A row is taken with an insert-or-take-over-if-expired upsert,
+# renewed while its holder lives and deleted on release; a crashed holder's row expires.
+leases = Table(
+    "leases",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("name", String(64), nullable=False, primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # epoch milliseconds
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)

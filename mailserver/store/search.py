@@ -1,26 +1,834 @@
 """Full-text search index (SQLite FTS5 / PostgreSQL tsvector + GIN) and search queries.
 
-SQLite: the FTS5 table ``email_fts`` is keyed by ``rowid = (account_id << 32) | email_id`` so an
-account's rows form one rowid range (an index-driven account filter); email ids are below 2**32
-per account.
-PostgreSQL: ``email_search(account_id, email_id, tsv)`` with a GIN index on ``tsv``.
+The index is written in the delivery transaction (``index_email``) and removed on expunge
+(``unindex_emails``), so search never lags the mailbox. ``search`` compiles a criteria tree
+(``And``/``Or``/``Not``/``Text``/``Header``/…, the frozen dataclasses below) into ONE SQL
+statement over ``emails`` (and ``mailbox_messages`` when a mailbox is given), the full-text parts
+being ``IN`` subqueries on the index.
+
+Index layout
+------------
+Fields: ``subject``; the address fields ``from``, ``to``, ``cc``, ``bcc``, ``reply-to``,
+``sender`` (each address as ``name <email>``; "addresses" is all six); ``body`` (the parser's
+``search_text`` plus the attachment filenames).
+
+- SQLite: FTS5 table ``email_fts(subject, from_addr, to_addr, cc_addr, bcc_addr, reply_to_addr,
+  sender_addr, body)`` with ``rowid = (account_id << 32) | email_id``, so an account's rows are
+  one rowid range and every index query carries ``rowid BETWEEN lo AND hi`` (email ids are below
+  2**32 per account). Tokenizer ``unicode61 remove_diacritics 2``: letters and digits form
+  tokens, case and Latin diacritics are folded ("bob@example.com" → bob, example, com). Field
+  queries use FTS5 column filters (``{from_addr} : (…)``). The subject/address columns hold the
+  lowercased text, which the substring (LIKE) half of a query scans. FTS5 has no foreign keys:
+  expunge must call ``unindex_emails``.
+- PostgreSQL: ``email_search(account_id, email_id, tsv, subject, from_addr, …)``. ``tsv`` is one
+  tsvector with one GIN index; lexemes are produced by ``tokenize`` below (same splitting rules
+  as unicode61, casefolded, diacritics stripped) and passed as a quoted tsvector literal, so no
+  PostgreSQL text-search parser or language configuration is involved (language-neutral like
+  the 'simple' configuration, and it cannot mangle e-mail addresses into single tokens).
+  Weights select the field: **A** subject, **B** every address field, **C** field-tagged address
+  lexemes (``f:bob`` for From, ``t:`` To, ``c:`` Cc, ``b:`` Bcc), **D** body and filenames.
+  A "from" query is ``'f:bob':*C``, a "text" query ``'bob':*ABD`` (C excluded so the tags never
+  leak into it). The address/subject text columns are lowercased for substring matching; the
+  row cascades away with its email. Long bodies are capped (``MAX_TSV_BYTES``) below
+  PostgreSQL's 1 MB tsvector limit; tokens are cut to ``MAX_TOKEN_CHARS`` (query words too).
+
+Text semantics (``Text(field, value)``)
+---------------------------------------
+IMAP SEARCH is substring-based, FTS token-based. We split ``value`` into words (runs of letters
+and digits) and require EVERY word to occur in the field(s) as a prefix of a token (FTS5
+``"word"*``, tsquery ``'word':*``), not necessarily adjacent nor in order, and for "text" not
+necessarily in the same field. Case and (Latin) diacritics are ignored. For the summary fields
+(subject and the address fields; for "text" these too), a case-insensitive substring match of
+the whole value on the stored text is accepted as well, so "SUBJECT ell" finds "Hello" and
+"FROM b@ex" finds "bob@example.com". The body is token-prefix only ("BODY ell" does not find
+"hello"). "" matches every message (RFC 3501: every string contains ""); a value without any
+word (punctuation only) matches by substring on summary fields and never on the body. Only the
+first ``MAX_QUERY_WORDS`` words are used. Words are the only part of the input that reaches the
+FTS query, each wrapped in double quotes with inner quotes doubled (FTS5) or in single quotes
+with quotes and backslashes escaped (tsquery), so FTS operators in user input (``"`` ``*``
+``NEAR`` ``AND`` ``:`` ``(`` ``&|!``) are plain text, never syntax; LIKE wildcards are escaped.
+Known differences: CJK text without spaces is one token per run (no word segmentation), so such
+words are found by prefix only; PostgreSQL casefolds ("straße" = "strasse"), SQLite does not.
+
+Other criteria
+--------------
+- ``Header(name, value)``: case-insensitive substring. subject/from/to/cc/bcc/reply-to/sender
+  use the stored text above; message-id/in-reply-to/references the ``emails`` columns (angle
+  brackets stripped from the value). Any other header needs ``fetch_header`` (email id → the raw
+  header block); matching messages are found first and fed back into the SQL as an id set.
+  Without it such a criterion raises ``UnsupportedCriterion``. An empty value matches every
+  message for summary headers (we do not record whether an empty header was present).
+- ``Keyword(keyword, present)``: keywords in JMAP form, lowercased (``$seen`` for ``\\Seen``).
+- ``Date(field, op, day)``: RFC 3501 day semantics (time of day ignored), days are UTC days;
+  ``day`` is any epoch second of that day (or a ``datetime.date``). "sent" uses the Date: header
+  time and falls back to the received time when the message has none (as RFC 5256 SORT does).
+- ``Size(op, n)``: "larger" is size > n, "smaller" size < n (RFC 3501).
+- ``Uid(ranges)`` needs ``mailbox_id``; more than ``MAX_SQL_SPANS`` ranges are first resolved
+  against the mailbox's UIDs (SQLite takes seconds to plan thousands of BETWEENs).
+  ``InMailbox`` is membership in that mailbox, ``EmailIds`` an explicit id set.
+- Nesting deeper than ``MAX_DEPTH`` or more than ``MAX_NODES`` criteria: ``SearchTooComplex``.
+  Long AND/OR lists are emitted as a tree of parenthesised groups (SQLite refuses expressions
+  more than 1000 deep, which a flat chain of 1000 ORs is).
+
+Scaling note: the GIN index is on ``tsv`` alone, so a common word's posting list spans all
+accounts before the ``account_id`` filter; with the ``btree_gin`` extension an index on
+``(account_id, tsv)`` would confine it (not done: it needs the extension installed).
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as _dt
+import email
+import email.policy
+import inspect
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Text as SAText,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import UserDefinedType
+
+from mailserver.store import schema
+
+if TYPE_CHECKING:
+    from mailserver.message.model import Address, ParsedMessage
+
+MAX_DEPTH = 64
+MAX_NODES = 2000
+MAX_TOKEN_CHARS = 100  # longer runs (base64 debris) are indexed and searched by this prefix
+MAX_TSV_BYTES = 900_000  # PostgreSQL refuses tsvectors over 1 MB
+MAX_QUERY_WORDS = 64
+MAX_SQL_SPANS = 200  # more UID ranges than this are resolved against the mailbox first
+
+_ADDRESS_FIELDS = ("from", "to", "cc", "bcc", "reply-to", "sender")
+_COLUMN_OF = {
+    "subject": "subject", "from": "from_addr", "to": "to_addr", "cc": "cc_addr",
+    "bcc": "bcc_addr", "reply-to": "reply_to_addr", "sender": "sender_addr",
+}
+_SUMMARY_COLUMNS = tuple(_COLUMN_OF.values())
+_ADDRESS_COLUMNS = tuple(_COLUMN_OF[f] for f in _ADDRESS_FIELDS)
+_FTS_COLUMNS = (*_SUMMARY_COLUMNS, "body")
+_PG_TAG = {"from": "f:", "to": "t:", "cc": "c:", "bcc": "b:"}
+TEXT_FIELDS = frozenset({"text", "body", "subject", "from", "to", "cc", "bcc", "addresses"})
+
+
+# --------------------------------------------------------------------------------------------
+# DDL
+# --------------------------------------------------------------------------------------------
 
 def search_ddl(dialect: str) -> list[str]:
     """Statements that create the engine-specific full-text index (idempotent)."""
     if dialect == "sqlite":
         return [
             "CREATE VIRTUAL TABLE IF NOT EXISTS email_fts USING fts5("
-            "subject, addresses, body, tokenize = 'unicode61 remove_diacritics 2', "
-            "prefix = '2 3')",
+            + ", ".join(_FTS_COLUMNS)
+            + ", tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')",
         ]
+    text_cols = "".join(f" {c} TEXT NOT NULL DEFAULT ''," for c in _SUMMARY_COLUMNS)
     return [
         "CREATE TABLE IF NOT EXISTS email_search ("
         " account_id BIGINT NOT NULL, email_id BIGINT NOT NULL, tsv TSVECTOR NOT NULL,"
-        " PRIMARY KEY (account_id, email_id),"
+        + text_cols
+        + " PRIMARY KEY (account_id, email_id),"
         " FOREIGN KEY (account_id, email_id) REFERENCES emails (account_id, id) ON DELETE CASCADE)",
         "CREATE INDEX IF NOT EXISTS ix_email_search_tsv ON email_search USING GIN (tsv)",
     ]
+
+
+class _TSQuery(UserDefinedType):
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "TSQUERY"
+
+
+# FTS5's hidden column named like the table is the MATCH target
+_fts = sa_table("email_fts", sa_column("rowid"), sa_column("email_fts"),
+                *(sa_column(c) for c in _FTS_COLUMNS))
+_pgs = sa_table("email_search", sa_column("account_id"), sa_column("email_id"),
+                sa_column("tsv"), *(sa_column(c) for c in _SUMMARY_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _clean(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; treat it as a separator everywhere
+    return value.replace("\x00", " ")
+
+
+def words(value: str) -> list[str]:
+    """Split text into words the way unicode61 does (letters and digits), lowercased, NFC."""
+    return _WORD.findall(unicodedata.normalize("NFC", value).lower())
+
+
+def fold(word: str) -> str:
+    """Casefold and strip diacritics (the PostgreSQL lexeme form; unicode61 does this itself)."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed
+                                                if not unicodedata.combining(c)))
+
+
+def tokenize(value: str) -> list[str]:
+    """Index lexemes of a text (PostgreSQL); may yield several per word after NFKD."""
+    out = []
+    for w in words(value):
+        out.extend(t[:MAX_TOKEN_CHARS] for t in _WORD.findall(fold(w)))
+    return out
+
+
+def _fts5_string(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _ts_lexeme(word: str) -> str:
+    # tsvector/tsquery literal: single quotes, quote and backslash escaped
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _addresses_text(items: Iterable[Address]) -> str:
+    return ", ".join(f"{a.name} <{a.email}>" if a.name else a.email for a in items)
+
+
+def _attachment_names(parsed: ParsedMessage) -> list[str]:
+    if parsed.structure is None:
+        return []
+    return [p.filename for p in parsed.structure.walk() if p.filename]
+
+
+def _tsvector_literal(weighted: list[tuple[str, Iterable[str]]]) -> str:
+    """A tsvector literal: each lexeme with one position per weight (A=1, B=2, C=3, D=4)."""
+    positions = {"A": 1, "B": 2, "C": 3, "D": 4}
+    lexemes: dict[str, set[str]] = {}
+    size = 0
+    for weight, tokens in weighted:
+        for tok in tokens:
+            ws = lexemes.get(tok)
+            if ws is None:
+                size += len(tok.encode()) + 16  # entry header and up to 4 positions
+                if size > MAX_TSV_BYTES:
+                    break
+                lexemes[tok] = ws = set()
+            ws.add(weight)
+    parts = []
+    for tok, ws in lexemes.items():
+        pos = ",".join(f"{positions[w]}{w if w != 'D' else ''}" for w in sorted(ws))
+        parts.append(f"{_ts_lexeme(tok)}:{pos}")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Index maintenance
+# --------------------------------------------------------------------------------------------
+
+def _rowid(account_id: int, email_id: int) -> int:
+    return (account_id << 32) | email_id
+
+
+async def index_email(conn: AsyncConnection, dialect: str, account_id: int, email_id: int,
+                      parsed: ParsedMessage) -> None:
+    """Index one email (or replace its index entry). Call inside the delivery transaction."""
+    fields = {
+        "subject": parsed.subject, "from": _addresses_text(parsed.from_),
+        "to": _addresses_text(parsed.to), "cc": _addresses_text(parsed.cc),
+        "bcc": _addresses_text(parsed.bcc), "reply-to": _addresses_text(parsed.reply_to),
+        "sender": _addresses_text(parsed.sender),
+    }
+    summary = {_COLUMN_OF[f]: _clean(v.lower()) for f, v in fields.items()}
+    names = [n for n in _attachment_names(parsed) if n not in parsed.search_text]
+    body = _clean("\n".join([parsed.search_text, *names]))
+    if dialect == "sqlite":
+        rowid = _rowid(account_id, email_id)
+        await conn.execute(text("DELETE FROM email_fts WHERE rowid = :r"), {"r": rowid})
+        await conn.execute(
+            text(f"INSERT INTO email_fts (rowid, {', '.join(_FTS_COLUMNS)}) VALUES (:rowid, "
+                 + ", ".join(f":{c}" for c in _FTS_COLUMNS) + ")"),
+            {"rowid": rowid, **summary, "body": body})
+        return
+    weighted: list[tuple[str, Iterable[str]]] = [("A", tokenize(fields["subject"]))]
+    for f in _ADDRESS_FIELDS:
+        toks = tokenize(fields[f])
+        weighted.append(("B", toks))
+        if f in _PG_TAG:
+            weighted.append(("C", [_PG_TAG[f] + t for t in toks]))
+    weighted.append(("D", tokenize(body)))
+    values = {"account_id": account_id, "email_id": email_id,
+              "tsv": _tsvector_literal(weighted), **summary}
+    cols = ", ".join(values)
+    await conn.execute(text(
+        f"INSERT INTO email_search ({cols}) VALUES (:account_id, :email_id, "
+        "CAST(CAST(:tsv AS TEXT) AS tsvector), "
+        + ", ".join(f":{c}" for c in _SUMMARY_COLUMNS)
+        + ") ON CONFLICT (account_id, email_id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in ("tsv", *_SUMMARY_COLUMNS))), values)
+
+
+async def unindex_emails(conn: AsyncConnection, dialect: str, account_id: int,
+                         email_ids: Iterable[int]) -> None:
+    """Remove emails from the index (expunge / destroy), in the same transaction."""
+    ids = sorted(set(email_ids))
+    if not ids:
+        return
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        if dialect == "sqlite":
+            await conn.execute(delete(_fts).where(
+                _fts.c.rowid.in_([_rowid(account_id, e) for e in chunk])))
+        else:
+            await conn.execute(delete(_pgs).where(
+                _pgs.c.account_id == account_id, _pgs.c.email_id.in_(chunk)))
+
+
+async def unindex_account(conn: AsyncConnection, dialect: str, account_id: int) -> None:
+    """Drop every index row of an account (account deletion) in one statement."""
+    if dialect == "sqlite":
+        base = account_id << 32
+        await conn.execute(delete(_fts).where(_fts.c.rowid.between(base, base + 0xFFFFFFFF)))
+    else:
+        await conn.execute(delete(_pgs).where(_pgs.c.account_id == account_id))
+
+
+# --------------------------------------------------------------------------------------------
+# Criteria
+# --------------------------------------------------------------------------------------------
+
+class SearchError(ValueError):
+    """A criteria tree we refuse (the protocol layer answers BAD / invalidArguments)."""
+
+
+class SearchTooComplex(SearchError):
+    pass
+
+
+class UnsupportedCriterion(SearchError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple["Criterion", ...]
+
+    def __init__(self, *items: Any) -> None:
+        object.__setattr__(self, "items", _items(items))
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple["Criterion", ...]
+
+    def __init__(self, *items: Any) -> None:
+        object.__setattr__(self, "items", _items(items))
+
+
+def _items(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    # And(a, b) and And([a, b]) both work
+    if len(items) == 1 and isinstance(items[0], (list, tuple)):
+        return tuple(items[0])
+    return tuple(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: "Criterion"
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    field: str  # one of TEXT_FIELDS
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    keyword: str
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Date:
+    field: str  # "received" | "sent"
+    op: str  # "before" | "on" | "since"
+    day: int | _dt.date  # any epoch second of the (UTC) day, or a date
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    op: str  # "larger" | "smaller"
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Uid:
+    """UIDs in the searched mailbox: inclusive (lo, hi) ranges (IMAP "*" resolved by the caller)."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, uids: Iterable[int]) -> "Uid":
+        return cls(tuple((u, u) for u in sorted(set(uids))))
+
+
+@dataclass(frozen=True, slots=True)
+class EmailIds:
+    ids: frozenset[int]
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        object.__setattr__(self, "ids", frozenset(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class InMailbox:
+    mailbox_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InThread:
+    thread_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class HasAttachment:
+    value: bool = True
+
+
+Criterion = Union[All, And, Or, Not, Text, Header, Keyword, Date, Size, Uid, EmailIds,
+                  InMailbox, InThread, HasAttachment]
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """field: received, sent, size, subject, from, to, id, uid (uid needs a mailbox)."""
+
+    field: str
+    descending: bool = False
+
+
+HeaderFetcher = Callable[[int], "bytes | Awaitable[bytes]"]
+
+_STORED_HEADERS = {"message-id": "message_id", "in-reply-to": "in_reply_to",
+                   "references": "references"}
+
+
+# --------------------------------------------------------------------------------------------
+# Compilation
+# --------------------------------------------------------------------------------------------
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _day_start(day: int | _dt.date) -> int:
+    if isinstance(day, _dt.date):
+        return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp())
+    return int(day) - int(day) % 86400
+
+
+class _Compiler:
+    def __init__(self, dialect: str, account_id: int, in_mailbox: bool,
+                 header_matches: dict[Header, frozenset[int]],
+                 resolved_uids: dict[Uid, list[int]] | None = None) -> None:
+        self.resolved_uids = resolved_uids or {}
+        self.dialect = dialect
+        self.account_id = account_id
+        self.in_mailbox = in_mailbox
+        self.header_matches = header_matches
+        self.e = schema.emails
+        self.mm = schema.mailbox_messages
+
+    def compile(self, c: Criterion, depth: int = 0) -> ColumnElement[bool]:
+        e = self.e
+        if isinstance(c, All):
+            return true()
+        if isinstance(c, And):
+            return _balanced(and_, [self.compile(i, depth + 1) for i in c.items], true())
+        if isinstance(c, Or):
+            return _balanced(or_, [self.compile(i, depth + 1) for i in c.items], false())
+        if isinstance(c, Not):
+            return not_(self.compile(c.item, depth + 1))
+        if isinstance(c, Text):
+            return self._text(c.field, c.value)
+        if isinstance(c, Header):
+            return self._header(c)
+        if isinstance(c, Keyword):
+            kw = c.keyword.lower()
+            if not kw or "\x00" in kw or any(ch.isspace() for ch in kw):
+                cond: ColumnElement[bool] = false()  # cannot be a stored keyword
+            else:
+                padded = literal(" ") + e.c.keywords + literal(" ")
+                cond = padded.like(_like_pattern(" " + kw + " "), escape="\\")
+            return cond if c.present else not_(cond)
+        if isinstance(c, Date):
+            if c.field == "received":
+                col = e.c.received_at
+            elif c.field == "sent":
+                col = func.coalesce(e.c.sent_at, e.c.received_at)
+            else:
+                raise SearchError(f"unknown date field {c.field!r}")
+            start = _day_start(c.day)
+            if c.op == "before":
+                return col < start
+            if c.op == "on":
+                return and_(col >= start, col < start + 86400)
+            if c.op == "since":
+                return col >= start
+            raise SearchError(f"unknown date operator {c.op!r}")
+        if isinstance(c, Size):
+            if c.op == "larger":
+                return e.c.size > c.n
+            if c.op == "smaller":
+                return e.c.size < c.n
+            raise SearchError(f"unknown size operator {c.op!r}")
+        if isinstance(c, Uid):
+            if not self.in_mailbox:
+                raise SearchError("Uid criterion needs a mailbox")
+            if c in self.resolved_uids:
+                return _id_in(self.mm.c.uid, self.resolved_uids[c])
+            ranges = _merge_ranges(c.ranges)
+            singles = [lo for lo, hi in ranges if lo == hi]
+            spans = [(lo, hi) for lo, hi in ranges if lo != hi]
+            parts = [_id_in(self.mm.c.uid, singles)] if singles else []
+            if spans:
+                # plain integers rendered as SQL text: SQLAlchemy takes seconds to compile
+                # thousands of BETWEENs, a string join takes microseconds
+                parts.append(literal_column(_balanced_sql(
+                    [f"mailbox_messages.uid BETWEEN {lo} AND {hi}" for lo, hi in spans], "OR"),
+                    Boolean()))
+            return or_(false(), *parts)
+        if isinstance(c, EmailIds):
+            return _id_in(e.c.id, c.ids)
+        if isinstance(c, InMailbox):
+            m2 = self.mm.alias("m2")
+            return (select(literal(1)).select_from(m2)
+                    .where(m2.c.account_id == e.c.account_id, m2.c.email_id == e.c.id,
+                           m2.c.mailbox_id == c.mailbox_id).exists())
+        if isinstance(c, InThread):
+            return e.c.thread_id == c.thread_id
+        if isinstance(c, HasAttachment):
+            return e.c.has_attachment == bool(c.value)
+        raise SearchError(f"unknown criterion {type(c).__name__}")
+
+    # ---- full text ----------------------------------------------------------------------
+
+    def _ids_where(self, cond: ColumnElement[bool], fts_only: bool = False) -> ColumnElement[bool]:
+        """emails.id IN (ids of this account's index rows satisfying cond)."""
+        if self.dialect == "sqlite":
+            base = self.account_id << 32
+            sub = (select(_fts.c.rowid - base).select_from(_fts)
+                   .where(_fts.c.rowid.between(base, base + 0xFFFFFFFF), cond))
+        else:
+            sub = select(_pgs.c.email_id).where(_pgs.c.account_id == self.account_id, cond)
+        return self.e.c.id.in_(sub)
+
+    def _text(self, field: str, value: str) -> ColumnElement[bool]:
+        if field not in TEXT_FIELDS:
+            raise SearchError(f"unknown text field {field!r}")
+        value = _clean(value)
+        if value == "":
+            return true()
+        ws = [w[:MAX_TOKEN_CHARS] for w in words(value)[:MAX_QUERY_WORDS]]
+        parts: list[ColumnElement[bool]] = []
+        if ws:
+            parts.append(self._ids_where(self._fts_match(field, ws)))
+        if field == "text":
+            like_cols: tuple[str, ...] = _SUMMARY_COLUMNS
+        elif field == "addresses":
+            like_cols = _ADDRESS_COLUMNS
+        elif field == "body":
+            like_cols = ()
+        else:
+            like_cols = (_COLUMN_OF[field],)
+        if like_cols:
+            parts.append(self._substring(like_cols, value))
+        return or_(false(), *parts)
+
+    def _fts_match(self, field: str, ws: list[str]) -> ColumnElement[bool]:
+        if self.dialect == "sqlite":
+            expr = " AND ".join(_fts5_string(w) + "*" for w in ws)
+            if field == "text":
+                query = expr
+            else:
+                if field == "body":
+                    cols = ["body"]
+                elif field == "addresses":
+                    cols = list(_ADDRESS_COLUMNS)
+                else:
+                    cols = [_COLUMN_OF[field]]
+                query = "{" + " ".join(cols) + "} : (" + expr + ")"
+            return _fts.c.email_fts.op("MATCH")(literal(query, SAText()))
+        weights = {"text": "ABD", "subject": "A", "addresses": "B", "body": "D"}.get(field, "C")
+        tag = _PG_TAG.get(field, "")
+        lexemes = []
+        for w in ws:
+            for t in _WORD.findall(fold(w)):
+                t = t[:MAX_TOKEN_CHARS]
+                lexemes.append(f"{_ts_lexeme(tag + t)}:*{weights}")
+        if not lexemes:
+            return false()
+        q = cast(literal(" & ".join(lexemes), SAText()), _TSQuery())
+        return _pgs.c.tsv.op("@@")(q)
+
+    def _substring(self, cols: Iterable[str], value: str) -> ColumnElement[bool]:
+        pattern = _like_pattern(_clean(value).lower())
+        table = _fts if self.dialect == "sqlite" else _pgs
+        cond = or_(*(table.c[c].like(literal(pattern, SAText()), escape="\\") for c in cols))
+        return self._ids_where(cond)
+
+    def _header(self, c: Header) -> ColumnElement[bool]:
+        name = c.name.lower()
+        if name in _COLUMN_OF:
+            if c.value == "":
+                return true()
+            return self._substring((_COLUMN_OF[name],), c.value)
+        if name in _STORED_HEADERS:
+            value = _clean(c.value).strip()
+            if name == "message-id":
+                value = value.strip("<>")
+            if value == "":
+                return true()
+            col = self.e.c[_STORED_HEADERS[name]]
+            return col.ilike(_like_pattern(value), escape="\\")
+        ids = self.header_matches.get(c)
+        if ids is None:
+            raise UnsupportedCriterion(f"header {c.name!r} cannot be searched without the blob")
+        return _id_in(self.e.c.id, ids)
+
+
+class _Paren(ColumnElement[bool]):
+    """A boolean expression always rendered in parentheses (SQLAlchemy drops them around an
+    OR inside an OR, which is what _balanced needs)."""
+
+    inherit_cache = True
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]
+    type = Boolean()
+
+    def __init__(self, clause: ColumnElement[bool]) -> None:
+        self.clause = clause
+
+
+@compiles(_Paren)
+def _compile_paren(element: _Paren, compiler: Any, **kw: Any) -> str:
+    return "(" + compiler.process(element.clause, **kw) + ")"
+
+
+def _balanced(op: Any, items: list[Any], empty: Any, fan: int = 32) -> Any:
+    """op(*items) as a tree of parenthesised groups: SQLite parses a flat chain of n ANDs/ORs
+    as an expression n deep and refuses depth > 1000."""
+    if not items:
+        return empty
+    while len(items) > fan:
+        items = [_Paren(op(*items[i:i + fan])) for i in range(0, len(items), fan)]
+    return op(*items) if len(items) > 1 else items[0]
+
+
+def _balanced_sql(items: list[str], op: str, fan: int = 32) -> str:
+    while len(items) > fan:
+        items = ["(" + f" {op} ".join(items[i:i + fan]) + ")"
+                 for i in range(0, len(items), fan)]
+    return "(" + f" {op} ".join(items) + ")"
+
+
+def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, overlapping and adjacent ranges merged; ints checked (they end up in SQL text)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((min(int(a), int(b)), max(int(a), int(b))) for a, b in ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _id_in(col: Any, ids: Iterable[int]) -> ColumnElement[bool]:
+    values = sorted({int(i) for i in ids})
+    if not values:
+        return false()
+    return col.in_(bindparam(None, values, type_=BigInteger(), expanding=True,
+                             literal_execute=True))
+
+
+def _check(c: Any, depth: int, counter: list[int]) -> None:
+    if depth > MAX_DEPTH:
+        raise SearchTooComplex(f"criteria nested deeper than {MAX_DEPTH}")
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        raise SearchTooComplex(f"more than {MAX_NODES} criteria")
+    if isinstance(c, (And, Or)):
+        for i in c.items:
+            _check(i, depth + 1, counter)
+    elif isinstance(c, Not):
+        _check(c.item, depth + 1, counter)
+
+
+def _blob_headers(c: Any, out: list[Header]) -> None:
+    if isinstance(c, (And, Or)):
+        for i in c.items:
+            _blob_headers(i, out)
+    elif isinstance(c, Not):
+        _blob_headers(c.item, out)
+    elif isinstance(c, Header):
+        name = c.name.lower()
+        if name not in _COLUMN_OF and name not in _STORED_HEADERS and c not in out:
+            out.append(c)
+
+
+def _header_values(raw: bytes, name: str) -> list[str]:
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        return [str(v) for v in (msg.get_all(name) or [])]
+    except Exception:  # noqa: BLE001 - broken headers: fall back to the raw text
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        return [str(v) for v in (msg.get_all(name) or [])]
+
+
+async def search(conn: AsyncConnection, dialect: str, account_id: int, criteria: Criterion, *,
+                 mailbox_id: int | None = None, sort: Sequence[SortKey] | None = None,
+                 limit: int | None = None,
+                 fetch_header: HeaderFetcher | None = None) -> list[Any]:
+    """Emails of one account matching ``criteria``.
+
+    Without ``mailbox_id``: a list of email ids (default order: id ascending). With it: a list of
+    ``(uid, email_id)`` for that mailbox's messages (default order: uid ascending). ``sort``
+    overrides the order (ties broken by uid / id); ``limit`` caps the result.
+    """
+    _check(criteria, 0, [0])
+    header_matches: dict[Header, frozenset[int]] = {}
+    blob_headers: list[Header] = []
+    _blob_headers(criteria, blob_headers)
+    if blob_headers:
+        if fetch_header is None:
+            raise UnsupportedCriterion(
+                f"header {blob_headers[0].name!r} cannot be searched without the blob")
+        # Narrow the candidates with the top-level conjuncts SQL can evaluate, then read the
+        # header blocks of those only.
+        top = criteria.items if isinstance(criteria, And) else (criteria,)
+        pure = [i for i in top if not _has_blob_header(i)]
+        candidates = await search(conn, dialect, account_id, And(pure), mailbox_id=mailbox_id)
+        if mailbox_id is not None:
+            candidates = [row[1] for row in candidates]
+        raw_headers: dict[int, bytes] = {}
+        for email_id in candidates:
+            raw = fetch_header(email_id)
+            if inspect.isawaitable(raw):
+                raw = await raw
+            raw_headers[email_id] = raw  # type: ignore[assignment]
+        for h in blob_headers:
+            needle = h.value.casefold()
+            header_matches[h] = frozenset(
+                eid for eid, raw in raw_headers.items()
+                if any(needle in v.casefold() for v in _header_values(raw, h.name)))
+
+    resolved_uids: dict[Uid, list[int]] = {}
+    wide = [u for u in _nodes(criteria, Uid)
+            if sum(1 for lo, hi in _merge_ranges(u.ranges) if lo != hi) > MAX_SQL_SPANS]
+    if wide and mailbox_id is not None:
+        # Thousands of BETWEENs take SQLite seconds to plan: resolve such sets against the
+        # mailbox's UIDs here (one index-only scan) and query the matching UIDs as a list.
+        mm = schema.mailbox_messages
+        uids = (await conn.execute(select(mm.c.uid).where(
+            mm.c.account_id == account_id, mm.c.mailbox_id == mailbox_id)
+            .order_by(mm.c.uid))).scalars().all()
+        for u in wide:
+            matched: list[int] = []
+            for lo, hi in _merge_ranges(u.ranges):
+                matched.extend(uids[bisect.bisect_left(uids, lo):bisect.bisect_right(uids, hi)])
+            resolved_uids[u] = matched
+    comp = _Compiler(dialect, account_id, mailbox_id is not None, header_matches,
+                     resolved_uids)
+    cond = comp.compile(criteria)
+    e, mm = schema.emails, schema.mailbox_messages
+    if mailbox_id is not None:
+        stmt = (select(mm.c.uid, e.c.id)
+                .select_from(mm.join(e, and_(e.c.account_id == mm.c.account_id,
+                                             e.c.id == mm.c.email_id)))
+                .where(mm.c.account_id == account_id, mm.c.mailbox_id == mailbox_id, cond))
+        tiebreak = mm.c.uid
+    else:
+        stmt = select(e.c.id).where(e.c.account_id == account_id, cond)
+        tiebreak = e.c.id
+    order = []
+    for key in sort or ():
+        col = _sort_column(key.field, mailbox_id is not None)
+        order.append(col.desc() if key.descending else col.asc())
+    if not any(k.field in ("uid", "id") for k in sort or ()):
+        order.append(tiebreak.asc())
+    stmt = stmt.order_by(*order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = (await conn.execute(stmt)).all()
+    if mailbox_id is not None:
+        return [(r[0], r[1]) for r in rows]
+    return [r[0] for r in rows]
+
+
+def _nodes(c: Any, kind: type) -> list[Any]:
+    if isinstance(c, kind):
+        return [c]
+    if isinstance(c, (And, Or)):
+        return [n for i in c.items for n in _nodes(i, kind)]
+    if isinstance(c, Not):
+        return _nodes(c.item, kind)
+    return []
+
+
+def _has_blob_header(c: Any) -> bool:
+    out: list[Header] = []
+    _blob_headers(c, out)
+    return bool(out)
+
+
+def _sort_column(field: str, in_mailbox: bool) -> Any:
+    e = schema.emails
+    columns = {
+        "received": e.c.received_at, "sent": func.coalesce(e.c.sent_at, e.c.received_at),
+        "size": e.c.size, "subject": e.c.sort_subject, "from": e.c.sort_from,
+        "to": e.c.sort_to, "id": e.c.id,
+    }
+    if field == "uid":
+        if not in_mailbox:
+            raise SearchError("sorting by uid needs a mailbox")
+        return schema.mailbox_messages.c.uid
+    if field not in columns:
+        raise SearchError(f"unknown sort field {field!r}")
+    return columns[field]

@@ -1,0 +1,144 @@
+"""Leases: named, expiring per-account locks that hold across processes and nodes.
+
+A lease is one row of ``leases`` (account_id, name) → (holder, expires_at). It lives in the
+metadata database, so every process of every node that shares the database sees it — which is
+what the POP3 maildrop lock needs (RFC 1939 §8: one session per maildrop), whatever process or
+node the second client lands on.
+
+- ``acquire`` is one statement in one write transaction: insert the row, or — on conflict —
+  take it over when it has expired or is already ours (``INSERT … ON CONFLICT DO UPDATE …
+  WHERE … RETURNING``, the same on SQLite ≥ 3.35 and PostgreSQL). Two racing acquirers cannot
+  both win: the primary key serialises them.
+- The holder renews it (``renew``, or ``LeaseKeeper`` in the background) well before
+  ``ttl`` runs out; a holder that crashed stops renewing and the lease expires, after which the
+  next ``acquire`` takes it over. ``release`` deletes it, and only when still ours.
+
+Times are epoch milliseconds from the caller's clock (``time.time`` by default). Nodes must keep
+their clocks within a small fraction of ``ttl`` of each other (NTP does that by orders of
+magnitude for the 60 s the POP3 daemon uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailserver.store import schema
+
+__all__ = ["acquire", "renew", "release", "holder_of", "LeaseKeeper"]
+
+L = schema.leases
+log = logging.getLogger("mailserver.store.locks")
+
+
+def _ms(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+async def acquire(db, account_id: int, name: str, holder: str, ttl: float, *,
+                  clock: Callable[[], float] = time.time) -> bool:
+    """Take the lease (or take over an expired one, or re-take our own); True when ours."""
+    now = _ms(clock)
+    values = {"account_id": account_id, "name": name, "holder": holder,
+              "expires_at": now + int(ttl * 1000)}
+    dialect = postgresql if db.dialect == "postgresql" else sqlite
+    stmt = dialect.insert(L).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[L.c.account_id, L.c.name],
+        set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+        where=or_(L.c.expires_at <= now, L.c.holder == holder),
+    ).returning(L.c.holder)
+    async with db.write() as conn:
+        row = (await conn.execute(stmt)).first()
+    return row is not None and row[0] == holder
+
+
+async def renew(db, account_id: int, name: str, holder: str, ttl: float, *,
+                clock: Callable[[], float] = time.time) -> bool:
+    """Push the expiry out by ``ttl``; False when the lease is no longer ours (taken over)."""
+    async with db.write() as conn:
+        res = await conn.execute(
+            update(L).where(L.c.account_id == account_id, L.c.name == name,
+                            L.c.holder == holder)
+            .values(expires_at=_ms(clock) + int(ttl * 1000)))
+    return res.rowcount == 1
+
+
+async def release(db, account_id: int, name: str, holder: str) -> bool:
+    """Give the lease up; False when it was not ours any more."""
+    async with db.write() as conn:
+        res = await conn.execute(delete(L).where(
+            L.c.account_id == account_id, L.c.name == name, L.c.holder == holder))
+    return res.rowcount == 1
+
+
+async def holder_of(db, account_id: int, name: str, *,
+                    clock: Callable[[], float] = time.time) -> str | None:
+    """The current, unexpired holder (admin tools and tests)."""
+    async with db.read() as conn:
+        row = (await conn.execute(select(L.c.holder).where(and_(
+            L.c.account_id == account_id, L.c.name == name,
+            L.c.expires_at > _ms(clock))))).first()
+    return row[0] if row else None
+
+
+class LeaseKeeper:
+    """Holds an acquired lease: renews it every ``ttl / 3`` in a background task and releases
+    it on ``close()``. ``lost`` turns True when a renewal found the lease taken over (the
+    holder stalled past the expiry); the session must then not act on the maildrop."""
+
+    def __init__(self, db, account_id: int, name: str, holder: str, ttl: float, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db, self.account_id, self.name, self.holder, self.ttl = (
+            db, account_id, name, holder, ttl)
+        self.clock = clock
+        self.lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def acquire(cls, db, account_id: int, name: str, holder: str, ttl: float, *,
+                      clock: Callable[[], float] = time.time) -> LeaseKeeper | None:
+        if not await acquire(db, account_id, name, holder, ttl, clock=clock):
+            return None
+        keeper = cls(db, account_id, name, holder, ttl, clock=clock)
+        keeper._task = asyncio.create_task(keeper._renew_loop(), name=f"lease-{name}")
+        return keeper
+
+    async def _renew_loop(self) -> None:
+        interval = max(self.ttl / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ok = await renew(self.db, self.account_id, self.name, self.holder, self.ttl,
+                                 clock=self.clock)
+            except Exception:  # database briefly unreachable: try again next round
+                log.warning("renewing lease %s of account %s failed", self.name,
+                            self.account_id, exc_info=True)
+                continue
+            if not ok:
+                self.lost = True
+                log.warning("lease %s of account %s was taken over", self.name, self.account_id)
+                return
+
+    async def close(self) -> None:
+        """Stop renewing and release (idempotent; errors are logged, never raised)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        if self.lost:
+            return
+        try:
+            await asyncio.shield(release(self.db, self.account_id, self.name, self.holder))
+        except Exception:
+            log.warning("releasing lease %s of account %s failed (it will expire)", self.name,
+                        self.account_id, exc_info=True)

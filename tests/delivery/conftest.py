@@ -1,0 +1,8 @@
+"""Fixtures of the delivery tests; the store helpers are shared with tests/store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
