@@ -1,0 +1,154 @@
+"""Building the services of one process from a ``Config``: the composition root.
+
+``App`` holds what every daemon and CLI command shares — the metadata ``Database``, the blob
+store, the ``Directory``, the change bus and the ``Deliverer`` (the one ingest path). Nothing
+else in the code base constructs these from configuration; everything below receives them.
+
+``configure_logging`` sets up the one-line-per-event logs of ``[log]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from mailserver.config import BlobsConfig, Config, LogConfig
+
+
+class SetupError(Exception):
+    """The configuration cannot be turned into working services (a user-fixable problem)."""
+
+
+@dataclass(slots=True)
+class App:
+    config: Config
+    db: Any  # mailserver.store.engine.Database
+    blobs: Any  # mailserver.blobs.base.BlobStore
+    directory: Any  # mailserver.store.directory.Directory
+    bus: Any  # mailserver.events.ChangeBus
+    deliverer: Any  # mailserver.delivery.Deliverer
+
+    async def close(self) -> None:
+        """Stop the ingest path first (it finishes its batch), then the rest."""
+        try:
+            await self.deliverer.close()
+        finally:
+            try:
+                await self.bus.close()
+            finally:
+                try:
+                    await self.blobs.close()
+                finally:
+                    await self.db.close()
+
+
+def make_blob_store(config: BlobsConfig) -> Any:
+    if config.backend == "fs":
+        from mailserver.blobs.fs import FileBlobStore
+
+        try:
+            return FileBlobStore(config.path)
+        except OSError as e:
+            raise SetupError(f"blobs.path {config.path}: {e.strerror}") from None
+    try:
+        from mailserver.blobs.s3 import S3BlobStore  # type: ignore[import-not-found]
+    except ModuleNotFoundError:
+        raise SetupError('blobs.backend = "s3" is not available yet (use "fs")') from None
+    s3 = config.s3
+    return S3BlobStore(endpoint=s3.endpoint, bucket=s3.bucket, region=s3.region,
+                       prefix=s3.prefix, access_key_id=s3.access_key_id,
+                       secret_access_key=s3.secret_access_key)
+
+
+def make_database(config: Config) -> Any:
+    from mailserver.store.engine import Database
+
+    url = config.database.url
+    if url.startswith("sqlite:"):
+        path = url.split(":///", 1)[-1]
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            raise SetupError(f"database.url: directory {directory} does not exist "
+                             "(run `mailserver init` first)")
+    try:
+        return Database(url, pool_size=config.database.pool_size)
+    except ValueError as e:
+        raise SetupError(f"database.url: {e}") from None
+
+
+async def open_app(config: Config) -> App:
+    """Open every service; the caller owns ``App.close()``."""
+    from mailserver.delivery import Deliverer
+    from mailserver.events import LocalChangeBus
+    from mailserver.store.directory import Directory
+
+    db = make_database(config)
+    try:
+        blobs = make_blob_store(config.blobs)
+    except BaseException:
+        await db.close()
+        raise
+    directory = Directory(db)
+    bus = LocalChangeBus()
+    deliverer = Deliverer(db, blobs, directory, bus, max_batch=config.delivery.batch_size)
+    return App(config, db, blobs, directory, bus, deliverer)
+
+
+@asynccontextmanager
+async def running_app(config: Config) -> AsyncIterator[App]:
+    app = await open_app(config)
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------------------------
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus the record's ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                  + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value if isinstance(value, (str, int, float, bool, type(None))) \
+                    else str(value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(config: LogConfig, stream: IO[str] | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(config.level.upper())
+    # library chatter (SQLAlchemy, alembic plugin set-up, …) stays out of operational logs
+    for noisy in ("sqlalchemy", "aiosqlite", "asyncio", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
