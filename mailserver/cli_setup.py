@@ -19,14 +19,16 @@ DEFAULT_DOMAIN = "example.test"
 DEFAULT_DEMO_USER = "demo"
 
 # `init --local`: loopback only, unprivileged ports, so that trying it out needs no root and
-# collides with no system MTA.
+# collides with no system MTA — nor with the reference Postfix/Dovecot stack of the benchmarks
+# (2525, 1143, 1110): ours are the standard port + 10000.
 LOCAL_TABLES: dict[str, dict[str, Any]] = {
     "log": {"format": "text"},
-    "smtp.mx": {"listen": ["127.0.0.1:2525"]},
-    "smtp.submission": {"listen": ["127.0.0.1:1587"], "listen_tls": ["127.0.0.1:1465"]},
-    "imap": {"listen": ["127.0.0.1:1143"], "listen_tls": ["127.0.0.1:1993"]},
-    "pop3": {"listen": ["127.0.0.1:1110"], "listen_tls": ["127.0.0.1:1995"]},
-    "jmap": {"listen": ["127.0.0.1:8080"]},
+    "smtp.mx": {"listen": ["127.0.0.1:10025"]},
+    "smtp.submission": {"listen": ["127.0.0.1:10587"], "listen_tls": ["127.0.0.1:10465"]},
+    "lmtp": {"listen": ["127.0.0.1:10024"]},
+    "imap": {"listen": ["127.0.0.1:10143"], "listen_tls": ["127.0.0.1:10993"]},
+    "pop3": {"listen": ["127.0.0.1:10110"], "listen_tls": ["127.0.0.1:10995"]},
+    "jmap": {"listen": ["127.0.0.1:10080"]},
 }
 
 

@@ -111,7 +111,7 @@ def parse_listen(value: str) -> ListenAddress:
         raise ValueError(f"bad listen address {value!r} (expected host:port, [v6]:port, "
                          "*:port or unix:/path)")
     port = int(m["port"])
-    if not 1 <= port <= 65535:
+    if not 0 <= port <= 65535:  # 0: any free port (what tests use)
         raise ValueError(f"bad listen address {value!r}: port out of range")
     host = m["v6"] if m["v6"] is not None else m["host"]
     return ListenAddress(host=None if host in ("", "*") else host, port=port)
@@ -191,6 +191,7 @@ class LimitsConfig:
     max_connections: int = field(default=1000, metadata=_check(_positive))
     max_connections_per_ip: int = field(default=20, metadata=_check(_positive))
     max_auth_failures: int = field(default=5, metadata=_check(_positive))
+    max_errors: int = field(default=10, metadata=_check(_positive))
     idle_timeout: Duration = field(default=1800.0, metadata=_check(_positive))
     command_timeout: Duration = field(default=300.0, metadata=_check(_positive))
 
@@ -214,6 +215,7 @@ class MxConfig:
     listen: tuple[str, ...] = field(default=("*:25",), metadata=_check(_listen_list))
     tls: TlsMode = "starttls"
     proxy_protocol: bool = False
+    max_messages_per_ip: int = field(default=600, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +272,20 @@ class JmapConfig:
 class QueueConfig:
     enabled: bool = True
     workers: int = field(default=4, metadata=_check(_positive))
-    retry_schedule: tuple[Duration, ...] = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+    retry_schedule: tuple[Duration, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+                                            14400.0)
     max_age: Duration = field(default=5 * 86400.0, metadata=_check(_positive))
     delay_dsn_after: Duration = field(default=4 * 3600.0, metadata=_check(_non_negative))
     connect_timeout: Duration = field(default=30.0, metadata=_check(_positive))
+    command_timeout: Duration = field(default=300.0, metadata=_check(_positive))
+    helo_name: str = ""  # "" = server.hostname
+    port: int = field(default=25, metadata=_check(_port))
+    batch_size: int = field(default=200, metadata=_check(_positive))
+    lease_time: Duration = field(default=900.0, metadata=_check(_positive))
+    poll_interval: Duration = field(default=1.0, metadata=_check(_positive))
+    relay_host: str = ""  # "" = MX routing; "host" or "host:port" = smarthost
+    relay_username: str = ""
+    relay_password: str = ""
 
 
 @dataclass(frozen=True, slots=True)

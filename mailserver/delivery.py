@@ -214,11 +214,7 @@ class GroupCommitter:
                     log.exception("change bus publish failed for account %s", event.account_id)
 
     async def _attempt(self, batch: list[_Job], *, savepoints: bool):
-        async with self.db.write() as conn:
-            if inthread.supported(conn):
-                return await inthread.run_in_thread(
-                    conn, lambda tc: _run_batch(tc, batch, savepoints))
-            return await _run_batch(conn, batch, savepoints)
+        return await self.db.run_write(lambda conn: _run_batch(conn, batch, savepoints))
 
 
 class _NeedSavepoints(Exception):
@@ -360,10 +356,13 @@ class Deliverer:
         received_at = int(time.time()) if received_at is None else received_at
         recipients = list(dict.fromkeys(recipients))
         resolved: dict[str, tuple[list[int], list[str]]] = {}
-        async with self.db.read() as conn:  # one read transaction for every recipient
+
+        async def resolve_all(conn: AsyncConnection) -> None:  # one read transaction
             for rcpt in recipients:
                 res = await self.directory.resolve(rcpt, conn)  # a directory.Resolution
                 resolved[rcpt] = sorted(set(res.account_ids)), list(res.remote)
+
+        await self.db.run_read(resolve_all)
         accounts = sorted({a for acc, _r in resolved.values() for a in acc})
         blob_id = await self.blobs.put(raw) if accounts else ""
         kw = tuple(keywords)

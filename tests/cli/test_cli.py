@@ -23,7 +23,7 @@ def test_init_creates_a_working_setup_and_is_idempotent(tmp_path):
     cfg = load_config(config)
     assert cfg.server.data_dir == str(data)
     assert cfg.server.hostname == "mail.example.org"
-    assert cfg.imap.listen == ("127.0.0.1:1143",)
+    assert cfg.imap.listen == ("127.0.0.1:10143",)
     for path in (data / "mailserver.sqlite3", data / "blobs", Path(cfg.tls.cert)):
         assert path.exists(), path
     assert stat.S_IMODE(os.stat(cfg.tls.key).st_mode) == 0o600
