@@ -45,6 +45,11 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        else:
+            # Every aiosqlite connection is a thread plus an open database with its PRAGMAs:
+            # keep enough of them pooled that concurrent sessions do not open and close
+            # overflow connections all the time (that churn cost more CPU than the queries).
+            kwargs.update(pool_size=max(pool_size, 20), max_overflow=20)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
