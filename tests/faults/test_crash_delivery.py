@@ -40,11 +40,14 @@ def _run_and_kill(url: str, blob_dir: str, prefix: str, rng: random.Random) -> s
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert first.strip() == "READY", (first, proc.stderr.read() if proc.poll() is not None else "")
-    # Let it deliver for a random while, then kill it without warning.
-    time.sleep(rng.uniform(0.05, 0.6))
+    # Wait for its first acknowledgement (start-up and connecting take a variable time on a
+    # loaded machine), let it deliver for a random while, then kill it without warning.
+    second = proc.stdout.readline()
+    time.sleep(rng.uniform(0.0, 0.5))
     os.kill(proc.pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
-    acked = {line.split()[1] for line in (first + out).splitlines() if line.startswith("ACK ")}
+    acked = {line.split()[1] for line in (first + second + out).splitlines()
+             if line.startswith("ACK ")}
     assert proc.returncode == -signal.SIGKILL, err
     return acked
 
