@@ -117,7 +117,7 @@ class Resolver:
     async def _lookup(self, name: str, rdtype: str) -> Answer:
         try:
             qname = dns.name.from_text(name or ".")
-        except (dns.name.LabelTooLong, dns.name.EmptyLabel, dns.name.NameTooLong, ValueError):
+        except (dns.exception.DNSException, ValueError):  # too long, empty label, bad IDNA…
             # not a valid DNS name: nothing can exist there (RFC 7208 §4.3 treats it as none)
             return Answer(name, rdtype, "nxdomain")
         try:

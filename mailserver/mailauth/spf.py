@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,12 +94,19 @@ def _run_query(ip: str, sender: str, helo: str, lookup: _Lookup, query_time: flo
                receiver: str | None, default_explanation: str | None) -> tuple[str, str, str]:
     _current_lookup.set(lookup)
     try:
+        ipaddress.ip_address(ip)
+    except ValueError:  # pyspf accepts "" and then fails with an AttributeError
+        return "permerror", f"invalid client IP {ip!r}"[:200], ""
+    try:
         q = pyspf.query(i=ip, s=sender, h=helo, receiver=receiver, querytime=query_time)
     except pyspf.PermError as exc:  # e.g. a malformed client IP
         return "permerror", str(exc), ""
     if default_explanation is not None:
         q.set_default_explanation(default_explanation)
-    result, _code, explanation = q.check()
+    try:
+        result, _code, explanation = q.check()
+    except Exception as exc:  # noqa: BLE001 — a pyspf bug on hostile input is not our crash
+        return "permerror", f"SPF evaluation failed: {exc!r}"[:200], q.d or ""
     return result, explanation or "", q.d or ""
 
 

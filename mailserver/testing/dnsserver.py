@@ -91,13 +91,16 @@ class KnotServer:
     host: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, zones: Mapping[str, ZoneSpec] | None = None) -> "KnotServer":
+    def start(cls, zones: Mapping[str, ZoneSpec] | None = None, *,
+              port: int | None = None) -> "KnotServer":
+        """Start knotd; ``port`` defaults to a free one (53 is for a private network
+        namespace, where a resolver that cannot be told a port, e.g. libc's, can reach it)."""
         tools = find_knot()
         if tools is None:
             raise FileNotFoundError("knotd/knotc not found (Debian package: knot)")
         base = Path(tempfile.mkdtemp(prefix="mailserver-knot-"))
         (base / "zones").mkdir()
-        server = cls(base=base, port=_free_port(), knotd=tools[0], knotc=tools[1])
+        server = cls(base=base, port=port or _free_port(), knotd=tools[0], knotc=tools[1])
         server._write(dict(zones or {}))
         log = open(base / "knotd.log", "wb")
         server.process = subprocess.Popen([server.knotd, "-c", str(base / "knot.conf")],
