@@ -188,7 +188,8 @@ async def append(conn: AsyncConnection, cs: ChangeSet, mailbox_id: int, blob_id:
     await conn.execute(_INSERT_MM, {"account_id": cs.account_id, "mailbox_id": mailbox_id,
                                     "uid": uid, "email_id": email_id, "modseq": cs.modseq,
                                     "saved_at": cs.now})
-    await search.index_email(conn, conn.dialect.name, cs.account_id, email_id, parsed)
+    await search.index_email(conn, conn.dialect.name, cs.account_id, email_id, parsed,
+                             fresh=True)
     await blobrefs.add_ref(conn, blob_id, size, cs.now)
     cs.record("Email", email_id, "c")
     cs.record("Membership", email_id, "c", mailbox_id=mailbox_id, uid=uid)

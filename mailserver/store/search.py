@@ -256,8 +256,12 @@ def _rowid(account_id: int, email_id: int) -> int:
 
 
 async def index_email(conn: AsyncConnection, dialect: str, account_id: int, email_id: int,
-                      parsed: ParsedMessage) -> None:
-    """Index one email (or replace its index entry). Call inside the delivery transaction."""
+                      parsed: ParsedMessage, *, fresh: bool = False) -> None:
+    """Index one email (or replace its index entry). Call inside the delivery transaction.
+
+    ``fresh``: the email id was just allocated (ids are never reused within an account, and
+    account deletion drops the account's rows), so there is no old entry to delete.
+    """
     fields = {
         "subject": parsed.subject, "from": _addresses_text(parsed.from_),
         "to": _addresses_text(parsed.to), "cc": _addresses_text(parsed.cc),
@@ -269,7 +273,8 @@ async def index_email(conn: AsyncConnection, dialect: str, account_id: int, emai
     body = _clean("\n".join([parsed.search_text, *names]))
     if dialect == "sqlite":
         rowid = _rowid(account_id, email_id)
-        await conn.execute(text("DELETE FROM email_fts WHERE rowid = :r"), {"r": rowid})
+        if not fresh:
+            await conn.execute(text("DELETE FROM email_fts WHERE rowid = :r"), {"r": rowid})
         await conn.execute(
             text(f"INSERT INTO email_fts (rowid, {', '.join(_FTS_COLUMNS)}) VALUES (:rowid, "
                  + ", ".join(f":{c}" for c in _FTS_COLUMNS) + ")"),
