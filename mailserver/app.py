@@ -86,7 +86,7 @@ def make_database(config: Config) -> Any:
 async def open_app(config: Config) -> App:
     """Open every service; the caller owns ``App.close()``."""
     from mailserver.delivery import Deliverer
-    from mailserver.events import LocalChangeBus
+    from mailserver.events import make_change_bus
     from mailserver.store.directory import Directory
 
     db = make_database(config)
@@ -96,7 +96,7 @@ async def open_app(config: Config) -> App:
         await db.close()
         raise
     directory = Directory(db)
-    bus = LocalChangeBus()
+    bus = make_change_bus(db)  # LISTEN/NOTIFY on PostgreSQL, a poll on SQLite
     deliverer = Deliverer(db, blobs, directory, bus, max_batch=config.delivery.batch_size)
     return App(config, db, blobs, directory, bus, deliverer)
 

@@ -48,9 +48,28 @@ def select_daemons(cfg: Any, names: list[str]) -> tuple[list[str], dict[str, str
     return chosen, skipped
 
 
+def limit_heap_retention() -> None:
+    """Serve big allocations (argon2id's 19 MiB per login, large messages) with mmap.
+
+    glibc otherwise raises its mmap threshold after the first such buffer is freed and keeps
+    later ones in the heap, so a daemon holding a thousand idle IMAP connections stayed at
+    ~125 KiB RSS per connection instead of ~20 KiB (measured). Same as setting
+    MALLOC_MMAP_THRESHOLD_=1048576; a no-op where mallopt does not exist.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 async def cmd_serve(args: argparse.Namespace) -> int:
     from mailserver.app import configure_logging, open_app
 
+    limit_heap_retention()
     cfg, path = load(args)
     names = list(dict.fromkeys(args.daemons))
     chosen, skipped = select_daemons(cfg, names)

@@ -24,6 +24,8 @@ Decisions:
   ``grace`` seconds to end on their own (a handler can watch ``conn.stopping``), then cancels
   them. No session is acknowledged anything it does not hold: every acknowledgement in the
   daemons comes after the commit, so cancelling a session can lose only unacknowledged work.
+- TCP listeners set SO_REUSEPORT (where the OS has it), so several processes of one daemon
+  can listen on the same port and the kernel spreads connections over them.
 - A handler that raises is logged with its peer and the session closed; it never takes the
   listener or other sessions down.
 """
@@ -47,6 +49,8 @@ from protocols import proxy
 log = logging.getLogger("mailserver.servers")
 
 READ_SIZE = 65536
+# Several processes of one daemon may share a port (ARCHITECTURE: one process per core).
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
 PROXY_HEADER_TIMEOUT = 10.0
 
 
@@ -210,7 +214,8 @@ class ListenerGroup:
             os.chmod(addr.unix_path, 0o660)
         else:
             server = await asyncio.start_server(on_connect, addr.host, addr.port, ssl=ssl_ctx,
-                                                reuse_address=True, limit=READ_SIZE,
+                                                reuse_address=True, reuse_port=REUSE_PORT,
+                                                limit=READ_SIZE,
                                                 ssl_handshake_timeout=30 if ssl_ctx else None)
         self._servers.append(server)
         for s in server.sockets:
@@ -242,7 +247,11 @@ class ListenerGroup:
             return
         sock.setblocking(False)
         reader = asyncio.StreamReader(limit=READ_SIZE)
-        protocol = asyncio.StreamReaderProtocol(reader)
+        # A server-side protocol (one with a connected callback): StreamWriter.start_tls picks
+        # the handshake side from that, and without it STARTTLS on a proxied port would start
+        # a *client* handshake. The protocol makes the writer in connection_made.
+        writers: list[asyncio.StreamWriter] = []
+        protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: writers.append(w))
         try:
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol, sock,
@@ -252,7 +261,7 @@ class ListenerGroup:
             log.info("%s: TLS handshake failed: %s", self.name, e)
             sock.close()
             return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        writer = writers[0] if writers else asyncio.StreamWriter(transport, protocol, reader, loop)
         peer = None
         if header.source is not None:
             peer = (header.source[0], header.source[1])
@@ -351,6 +360,8 @@ def _make_socket(addr: ListenAddress) -> socket.socket:
         family = socket.AF_INET6 if host is None or ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if REUSE_PORT:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host or "::", addr.port))
