@@ -5,7 +5,8 @@ Every subcommand reads one config file (``-c`` / ``$MAILSERVER_CONFIG`` /
 domain, a taken address, a missing file) print one line on stderr and exit with status 1;
 ``--json`` on list and show commands prints machine-readable output. The handlers live in
 ``cli_setup`` (init, check, migrate, fsck), ``cli_admin`` (domain, user, alias, dkim),
-``cli_mail`` (import, export) and ``cli_serve`` (serve).
+``cli_mail`` (import, export), ``cli_queue`` (queue), ``cli_token`` (token) and
+``cli_serve`` (serve).
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("daemons", nargs="*", metavar="DAEMON",
                    help="mx, submission, lmtp, imap, pop3, jmap, queue, maintenance")
     p.set_defaults(handler=cli_serve.cmd_serve)
+
+    from mailserver import cli_queue
+    cli_queue.register(sub, common, json_flag)
+    from mailserver import cli_token
+    cli_token.register(sub, common, json_flag)
     return parser
 
 

@@ -216,6 +216,9 @@ class MxConfig:
     tls: TlsMode = "starttls"
     proxy_protocol: bool = False
     max_messages_per_ip: int = field(default=600, metadata=_check(_non_negative))
+    dmarc_reject: Literal["reject", "quarantine", "none"] = "reject"
+    dmarc_quarantine: Literal["quarantine", "reject", "none"] = "quarantine"
+    trusted_arc_sealers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +289,7 @@ class QueueConfig:
     relay_host: str = ""  # "" = MX routing; "host" or "host:port" = smarthost
     relay_username: str = ""
     relay_password: str = ""
+    mta_sts: bool = True
 
 
 @dataclass(frozen=True, slots=True)

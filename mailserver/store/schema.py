@@ -327,3 +327,113 @@ leases = Table(
     Column("expires_at", BigInteger, nullable=False),  # epoch milliseconds
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
+
+# --------------------------------------------------------------------------------------------
+# Outbound delivery queue (mailserver.queue) — keep after the leases section.
+# --------------------------------------------------------------------------------------------
+
+# One row per queued message. The queue is operator data, not mailbox data: it is read across
+# accounts by the workers and the CLI, so its key is its own id; ``account_id`` (the submitting
+# account, NULL for forwards and DSNs) is kept for per-account limits and listings. The row
+# holds one reference on its blob (mailserver.store.blobrefs), dropped with the row.
+queue_messages = Table(
+    "queue_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", BigInteger, nullable=True),
+    Column("blob_id", String(64), nullable=False),  # sha256 hex of the raw message
+    Column("size", BigInteger, nullable=False),
+    Column("sender", String(320), nullable=False),  # envelope MAIL FROM; "" = null sender
+    Column("ret", String(4), nullable=True),  # RFC 3461 §4.3 RET=FULL|HDRS; NULL = not given
+    Column("envid", Text, nullable=True),  # RFC 3461 §4.4 ENVID (xtext decoded)
+    Column("body", String(16), nullable=True),  # MAIL BODY= (7BIT, 8BITMIME, BINARYMIME)
+    Column("smtputf8", Boolean, nullable=False, server_default="0"),  # RFC 6531
+    Column("requiretls", Boolean, nullable=False, server_default="0"),  # RFC 8689
+    Column("is_dsn", Boolean, nullable=False, server_default="0"),  # a bounce we generated
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_queue_messages_account_id", queue_messages.c.account_id)
+
+# One row per recipient still to deliver; deleted once delivered or failed for good (its DSN,
+# if any, is queued in the same transaction). A worker owns a row while ``lease_expires_at`` is
+# in the future; an expired lease is free for any worker (crash recovery).
+queue_recipients = Table(
+    "queue_recipients",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("recipient", String(320), nullable=False),  # RCPT TO address as given
+    Column("domain", String(253), nullable=False),  # lowercase, IDNA A-label: the routing key
+    Column("orcpt", Text, nullable=True),  # RFC 3461 §4.2 ORCPT ("rfc822;addr")
+    Column("notify", String(32), nullable=True),  # RFC 3461 §4.1: "NEVER" or a comma list
+    Column("state", String(8), nullable=False, server_default="queued"),  # queued | held
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", BigInteger, nullable=True),
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("last_status", String(16), nullable=True),  # enhanced status code, e.g. "4.4.1"
+    Column("last_error", Text, nullable=True),  # the remote reply or the local reason
+    Column("delay_notified", Boolean, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["message_id"], ["queue_messages.id"], ondelete="CASCADE"),
+)
+Index("ix_queue_recipients_state_next_attempt_at",
+      queue_recipients.c.state, queue_recipients.c.next_attempt_at)
+Index("ix_queue_recipients_message_id", queue_recipients.c.message_id)
+Index("ix_queue_recipients_domain", queue_recipients.c.domain)
+
+# --------------------------------------------------------------------------------------------
+# JMAP push subscriptions (RFC 8620 §7.2; mailserver.servers.jmap.pushsub) — appended by the
+# JMAP daemon work; keep sections in the order they were added.
+# --------------------------------------------------------------------------------------------
+
+# A URL the JMAP server POSTs StateChange objects to once the client proved it owns it by
+# echoing the verification code the server sent there first. ``types`` is a JSON list of type
+# names (NULL = every type).
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("id", BigInteger, nullable=False, primary_key=True),
+    Column("device_client_id", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("verification_code", String(64), nullable=False),
+    Column("verified", Boolean, nullable=False, server_default="0"),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("types", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+# JMAP EmailSubmission records (RFC 8621 §7; mailserver.servers.jmap.submission): what was sent
+# when, to whom, and how each recipient was handed on. ``envelope`` and ``delivery_status`` are
+# JSON in the RFC's own shapes.
+email_submissions = Table(
+    "email_submissions",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("id", BigInteger, nullable=False, primary_key=True),
+    Column("identity_id", String(64), nullable=False),
+    Column("email_id", BigInteger, nullable=False),
+    Column("thread_id", BigInteger, nullable=False),
+    Column("envelope", Text, nullable=False),
+    Column("send_at", BigInteger, nullable=False),
+    Column("undo_status", String(16), nullable=False),  # pending | final | canceled
+    Column("delivery_status", Text, nullable=False),
+    Column("queue_message_id", BigInteger, nullable=True),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+# Idempotency keys of the REST facade (mailserver.servers.jmap.rest): the first request with a
+# client_mutation_id claims the row (response NULL while it runs) and stores its response; a
+# repeated request gets that response instead of sending again.
+rest_mutations = Table(
+    "rest_mutations",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("client_mutation_id", String(128), nullable=False, primary_key=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
