@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("size", help="e.g. 500M, 2G; 0 or unlimited for none")
     p.set_defaults(handler=cli_admin.cmd_user_quota)
+    p = usr.add_parser("pop3-keep", parents=[common],
+                       help="POP3 DELE keeps the message (marked seen) instead of deleting it")
+    p.add_argument("address")
+    p.add_argument("mode", choices=("on", "off"))
+    p.set_defaults(handler=cli_admin.cmd_user_pop3_keep)
 
     # -- aliases -------------------------------------------------------------------------
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(

@@ -121,12 +121,20 @@ async def cmd_user_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([{"login": a.login, "domain": a.domain, "display_name": a.display_name,
                      "quota_bytes": a.quota_bytes, "used_bytes": a.used_bytes,
-                     "disabled": a.disabled} for a in accounts])
+                     "disabled": a.disabled, "pop3_keep": a.pop3_keep} for a in accounts])
     else:
         print_table(["ADDRESS", "NAME", "USED", "QUOTA", "STATUS"],
                     [(a.login, a.display_name, human_size(a.used_bytes),
                       human_size(a.quota_bytes) if a.quota_bytes else "unlimited",
                       "disabled" if a.disabled else "active") for a in accounts])
+    return 0
+
+
+async def cmd_user_pop3_keep(args: argparse.Namespace) -> int:
+    keep = args.mode == "on"
+    async with open_services(args) as app:
+        await app.directory.set_pop3_keep(args.address, keep)
+    print(f"POP3 DELE for {args.address}: {'keep (mark seen)' if keep else 'delete'}")
     return 0
 
 

@@ -160,6 +160,11 @@ def test_directory_commands(setup, cli):
     assert users["alice@other.test"]["quota_bytes"] == 2 * 1024 ** 3
     assert users["alice@other.test"]["display_name"] == "Alice"
     assert users["bob@other.test"]["quota_bytes"] == 500 * 1024 ** 2
+    assert users["bob@other.test"]["pop3_keep"] is False
+    assert cli(*c, "user", "pop3-keep", "bob@other.test", "on").rc == 0
+    users = {u["login"]: u for u in json.loads(cli(*c, "user", "list", "other.test",
+                                                   "--json").out)}
+    assert users["bob@other.test"]["pop3_keep"] is True
     assert cli(*c, "user", "passwd", "bob@other.test", "--password", "new").rc == 0
     assert "bob@other.test" in cli(*c, "user", "list").out
 
