@@ -200,10 +200,19 @@ def fold(word: str) -> str:
 
 
 def tokenize(value: str) -> list[str]:
-    """Index lexemes of a text (PostgreSQL); may yield several per word after NFKD."""
-    out = []
-    for w in words(value):
-        out.extend(t[:MAX_TOKEN_CHARS] for t in _WORD.findall(fold(w)))
+    """Index lexemes of a text (PostgreSQL) in order of first appearance, from each distinct
+    word once (two words may still fold to one lexeme); a word may yield several after NFKD.
+
+    Only distinct words are folded, and ASCII words (already lowercase letters and digits)
+    are their own lexeme: folding every occurrence character by character cost ~10 ms of CPU
+    per 40 KB message, more than everything else in a delivery.
+    """
+    out: list[str] = []
+    for w in dict.fromkeys(words(value)):
+        if w.isascii():
+            out.append(w[:MAX_TOKEN_CHARS])
+        else:
+            out.extend(t[:MAX_TOKEN_CHARS] for t in _WORD.findall(fold(w)))
     return out
 
 
