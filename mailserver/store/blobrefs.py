@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,15 +32,23 @@ log = logging.getLogger(__name__)
 _b = schema.blobs
 
 
+def _build_add_ref(insert):
+    stmt = insert(_b).values(id=bindparam("p_id"), size=bindparam("p_size"),
+                             refcount=bindparam("p_n"), updated_at=bindparam("p_now"))
+    return stmt.on_conflict_do_update(
+        index_elements=[_b.c.id],
+        set_={"refcount": _b.c.refcount + stmt.excluded.refcount,
+              "updated_at": stmt.excluded.updated_at})
+
+
+# built once: on the delivery hot path, building the statement cost more than running it
+_ADD_REF = {"postgresql": _build_add_ref(pg_insert), "sqlite": _build_add_ref(sqlite_insert)}
+
+
 async def add_ref(conn: AsyncConnection, blob_id: str, size: int, now: int, n: int = 1) -> None:
     """Count ``n`` more references to ``blob_id`` (creating its row on first use)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(_b).values(id=blob_id, size=size, refcount=n, updated_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_b.c.id],
-        set_={"refcount": _b.c.refcount + n, "updated_at": now},
-    )
-    await conn.execute(stmt)
+    await conn.execute(_ADD_REF[conn.dialect.name],
+                       {"p_id": blob_id, "p_size": size, "p_n": n, "p_now": now})
 
 
 async def drop_ref(conn: AsyncConnection, blob_id: str, now: int, n: int = 1) -> int | None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import idna
-from sqlalchemy import Select, and_, delete, func, insert, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -789,6 +789,13 @@ class Directory:
 # Resolution
 # --------------------------------------------------------------------------------------------
 
+# The resolver's queries, built once (every delivery and RCPT runs them).
+_DOMAIN_ID = select(_D.c.id).where(_D.c.name == bindparam("p_name"))
+_ACCOUNT_ID = select(_A.c.id).where(_A.c.login == bindparam("p_login"))
+_ALIAS_TARGETS = (select(_ADDR.c.target).where(_ADDR.c.address == bindparam("p_address"))
+                  .order_by(_ADDR.c.target))
+
+
 class _Resolver:
     """One resolution inside one transaction; memoises domain and row lookups."""
 
@@ -813,7 +820,7 @@ class _Resolver:
         hosted = self._hosted.get(domain)
         if hosted is None:
             hosted = (await self.conn.execute(
-                select(_D.c.id).where(_D.c.name == domain))).first() is not None
+                _DOMAIN_ID, {"p_name": domain})).first() is not None
             self._hosted[domain] = hosted
         return hosted
 
@@ -830,7 +837,7 @@ class _Resolver:
                 candidates.append(f"{base}@{domain}")
         for candidate in candidates:
             account_id = (await self.conn.execute(
-                select(_A.c.id).where(_A.c.login == candidate))).scalar()
+                _ACCOUNT_ID, {"p_login": candidate})).scalar()
             if account_id is not None:
                 self.accounts.append(account_id)
                 return True
@@ -845,8 +852,7 @@ class _Resolver:
     async def _targets(self, address: str, path: tuple[str, ...], depth: int) -> bool:
         """Expand the alias rows of ``address``; False when there are none."""
         targets = (await self.conn.execute(
-            select(_ADDR.c.target).where(_ADDR.c.address == address)
-            .order_by(_ADDR.c.target))).scalars().all()
+            _ALIAS_TARGETS, {"p_address": address})).scalars().all()
         if not targets:
             return False
         if address in path:  # e.g. a catch-all whose target falls back to the catch-all

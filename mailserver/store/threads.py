@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, func, insert, literal, select
+from sqlalchemy import and_, bindparam, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailserver.store import schema
@@ -67,6 +67,11 @@ async def _qualifies(conn: AsyncConnection, account_id: int, thread_id: int,
     return (await conn.execute(select(literal(1)).where(in_thread).limit(1))).first() is None
 
 
+_KNOWN_REFS = select(schema.thread_refs.c.message_id, schema.thread_refs.c.thread_id).where(
+    schema.thread_refs.c.account_id == bindparam("p_a"),
+    schema.thread_refs.c.message_id.in_(bindparam("p_ids", expanding=True)))
+
+
 async def assign_thread(conn: AsyncConnection, cs: ChangeSet, parsed: "ParsedMessage", *,
                         match_subject: bool = True) -> int:
     """The thread id for a new email of ``cs.account_id`` (call before inserting the email).
@@ -77,8 +82,7 @@ async def assign_thread(conn: AsyncConnection, cs: ChangeSet, parsed: "ParsedMes
     ids = thread_message_ids(parsed)
     known: dict[str, int] = {}
     if ids:
-        rows = await conn.execute(select(tr.c.message_id, tr.c.thread_id).where(
-            tr.c.account_id == cs.account_id, tr.c.message_id.in_(ids)))
+        rows = await conn.execute(_KNOWN_REFS, {"p_a": cs.account_id, "p_ids": list(ids)})
         known = {r.message_id: r.thread_id for r in rows}
     thread_id = None
     base = (parsed.base_subject or "").strip()
