@@ -92,7 +92,7 @@ class _Session:
     keep: bool = False
     inbox_id: int | None = None
     messages: list[_Entry] = field(default_factory=list)
-    lease: _MaildropLease | None = None
+    lease: locks.LeaseKeeper | None = None
     mech: Any = None  # the SASL mechanism of an AUTH in progress
 
 
@@ -148,13 +148,15 @@ class _LeaseWrites:
 
     def __init__(self, db: Any) -> None:
         self.db = db
-        self._pending: list[tuple[Callable[..., Awaitable[bool]], tuple, asyncio.Future]] = []
+        self._pending: list[tuple[Callable[..., Awaitable[bool]], tuple, dict[str, Any],
+                                  asyncio.Future]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def call(self, fn: Callable[..., Awaitable[bool]], *args: Any) -> bool:
-        """``fn(db, *args)`` with ``db`` standing for the batch's transaction."""
+    async def call(self, fn: Callable[..., Awaitable[bool]], *args: Any, **kw: Any) -> bool:
+        """``fn(db, *args, **kw)`` with ``db`` standing for the batch's transaction (the
+        ``write`` of ``locks.LeaseKeeper``)."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, args, fut))
+        self._pending.append((fn, args, kw, fut))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="pop3-lease-writes")
         return await fut
@@ -166,20 +168,20 @@ class _LeaseWrites:
                 try:
                     async with self.db.write() as conn:
                         txn = _InTransaction(conn, self.db.dialect)
-                        results = [await fn(txn, *args) for fn, args, _f in batch]
+                        results = [await fn(txn, *args, **kw) for fn, args, kw, _f in batch]
                 except Exception as e:
-                    for _fn, _a, fut in batch:
+                    for _fn, _a, _kw, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for (fn, args, fut), result in zip(batch, results):
+                for (fn, args, _kw, fut), result in zip(batch, results):
                     if not fut.done():
                         fut.set_result(result)
                     elif fn is locks.acquire and result:
                         # the session was cancelled while its lease was being taken: give it
                         # back instead of leaving it to expire
                         account_id, name, holder = args[:3]
-                        self._pending.append((locks.release, (account_id, name, holder),
+                        self._pending.append((locks.release, (account_id, name, holder), {},
                                               asyncio.get_running_loop().create_future()))
         finally:
             self._task = None
@@ -195,58 +197,6 @@ class _InTransaction:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:
         yield self.conn
-
-
-class _MaildropLease:
-    """A held ``pop3`` lease (``LeaseKeeper``'s job, with group-committed take and give back):
-    renewed every ttl/3; ``lost`` when a renewal found it taken over."""
-
-    def __init__(self, writes: _LeaseWrites, account_id: int, holder: str, ttl: float) -> None:
-        self.writes, self.account_id, self.holder, self.ttl = writes, account_id, holder, ttl
-        self.lost = False
-        self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def acquire(cls, writes: _LeaseWrites, account_id: int, holder: str,
-                      ttl: float) -> _MaildropLease | None:
-        if not await writes.call(locks.acquire, account_id, LEASE_NAME, holder, ttl):
-            return None
-        lease = cls(writes, account_id, holder, ttl)
-        lease._task = asyncio.create_task(lease._renew_loop(), name="pop3-lease-renew")
-        return lease
-
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                ok = await locks.renew(self.writes.db, self.account_id, LEASE_NAME, self.holder,
-                                       self.ttl)
-            except Exception:  # database briefly unreachable: try again next round
-                log.warning("pop3: renewing the maildrop lease failed", exc_info=True)
-                continue
-            if not ok:
-                self.lost = True
-                log.warning("pop3: maildrop lease of account %s was taken over", self.account_id)
-                return
-
-    async def close(self) -> None:
-        """Stop renewing and give the lease back (idempotent; errors logged, never raised)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except BaseException:
-            pass
-        if self.lost:
-            return
-        try:
-            await asyncio.shield(self.writes.call(locks.release, self.account_id, LEASE_NAME,
-                                                  self.holder))
-        except Exception:
-            log.warning("pop3: releasing the maildrop lease failed (it will expire)",
-                        exc_info=True)
 
 
 class Pop3Daemon:
@@ -421,8 +371,9 @@ class Pop3Daemon:
         await self.throttle.succeeded(s.peer, key)
         holder = f"{self._holder_prefix}:{s.sid}"
         try:
-            lease = await _MaildropLease.acquire(self.lease_writes, account.id, holder,
-                                                 self.lease_ttl)
+            lease = await locks.LeaseKeeper.acquire(
+                self.app.db, account.id, LEASE_NAME, holder, self.lease_ttl,
+                write=self.lease_writes.call)
         except Exception:
             log.exception("pop3: taking the maildrop lease failed", extra={"session": s.sid})
             return machine.auth_failed(ResponseCode.SYS_TEMP), False

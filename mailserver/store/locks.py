@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -87,25 +88,38 @@ async def holder_of(db, account_id: int, name: str, *,
     return row[0] if row else None
 
 
+# ``write(fn, *args, **kw)`` runs ``fn(db, *args, **kw)`` for a lease write; the POP3 daemon
+# passes one that group-commits the takes and give-backs of many sessions.
+LeaseWrite = Callable[..., Awaitable[Any]]
+
+
 class LeaseKeeper:
     """Holds an acquired lease: renews it every ``ttl / 3`` in a background task and releases
     it on ``close()``. ``lost`` turns True when a renewal found the lease taken over (the
-    holder stalled past the expiry); the session must then not act on the maildrop."""
+    holder stalled past the expiry); the session must then not act on the maildrop.
+
+    ``write`` (optional) runs the acquire and the release; renewals go straight to ``db``."""
 
     def __init__(self, db, account_id: int, name: str, holder: str, ttl: float, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, write: LeaseWrite | None = None) -> None:
         self.db, self.account_id, self.name, self.holder, self.ttl = (
             db, account_id, name, holder, ttl)
         self.clock = clock
+        self.write: LeaseWrite = write or self._write_direct
         self.lost = False
         self._task: asyncio.Task[None] | None = None
 
+    async def _write_direct(self, fn: Callable[..., Awaitable[Any]], *args: Any,
+                            **kw: Any) -> Any:
+        return await fn(self.db, *args, **kw)
+
     @classmethod
     async def acquire(cls, db, account_id: int, name: str, holder: str, ttl: float, *,
-                      clock: Callable[[], float] = time.time) -> LeaseKeeper | None:
-        if not await acquire(db, account_id, name, holder, ttl, clock=clock):
+                      clock: Callable[[], float] = time.time,
+                      write: LeaseWrite | None = None) -> LeaseKeeper | None:
+        keeper = cls(db, account_id, name, holder, ttl, clock=clock, write=write)
+        if not await keeper.write(acquire, account_id, name, holder, ttl, clock=clock):
             return None
-        keeper = cls(db, account_id, name, holder, ttl, clock=clock)
         keeper._task = asyncio.create_task(keeper._renew_loop(), name=f"lease-{name}")
         return keeper
 
@@ -138,7 +152,7 @@ class LeaseKeeper:
         if self.lost:
             return
         try:
-            await asyncio.shield(release(self.db, self.account_id, self.name, self.holder))
+            await asyncio.shield(self.write(release, self.account_id, self.name, self.holder))
         except Exception:
             log.warning("releasing lease %s of account %s failed (it will expire)", self.name,
                         self.account_id, exc_info=True)
