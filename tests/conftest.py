@@ -10,26 +10,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from mailserver.testing.pgcluster import PgCluster, find_pg_tool, free_port  # noqa: F401
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str, why: str = "") -> str:
-    """Path of an external tool; in CI its absence fails the test, elsewhere it skips."""
-    path = find_pg_tool(name)
-    if path is None:
-        msg = f"{name} not installed{': ' + why if why else ''}"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: a missing tool is a failure)")
-        pytest.skip(msg)
-    return path
+from mailserver.testing.tools import IN_CI, require_tool  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailserver.testing.tools import require_tool  # noqa: F401  (the CLI tests import it here)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -43,17 +45,3 @@ def assert_user_error(r: Result, *needles: str) -> None:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
 
-
-def require_tool(name: str) -> str:
-    """Path of an external tool; missing: a failure under CI=true, else a skip."""
-    import shutil
-
-    import pytest
-
-    path = shutil.which(name)
-    if path is None:
-        msg = f"{name} not installed"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg + " (CI=true: a missing tool is a failure)")
-        pytest.skip(msg)
-    return path

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,14 +15,7 @@ import pytest
 from mailserver.mailauth.dns import Resolver
 from mailserver.testing.dnsserver import KnotServer, find_knot
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def missing_tool(msg: str) -> None:
-    """A missing external tool: a failure under CI=true, a skip elsewhere."""
-    if IN_CI:
-        pytest.fail(msg + " (CI=true: a missing tool is a failure)")
-    pytest.skip(msg)
+from mailserver.testing.tools import IN_CI, missing_tool  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,13 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qhelpers import SINK_HOSTS, ZONES, QueueEnv, make_qenv  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def missing_tool(msg: str) -> None:
-    if IN_CI:
-        pytest.fail(msg + " (CI=true: a missing tool is a failure)")
-    pytest.skip(msg)
+from mailserver.testing.tools import IN_CI, missing_tool  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

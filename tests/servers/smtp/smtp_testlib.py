@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import ssl
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from mailserver.store import schema
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from mailserver.testing.tools import IN_CI, require_tool  # noqa: F401  (tests import them here)
 PASSWORD = "correct horse battery staple"
 TIMEOUT = 30.0
 
 
 
-def require_tool(name: str, why: str = "") -> str:
-    """Path of an external tool; missing: a failure under CI=true, else a skip."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
-    if path is None:
-        msg = f"{name} not installed{': ' + why if why else ''}"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: a missing tool is a failure)")
-        pytest.skip(msg)
-    return path
 
 
 class RawClient:
