@@ -290,6 +290,7 @@ class QueueConfig:
     relay_username: str = ""
     relay_password: str = ""
     mta_sts: bool = True
+    dane: bool = True
 
 
 @dataclass(frozen=True, slots=True)

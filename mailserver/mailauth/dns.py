@@ -12,6 +12,13 @@ Outcomes are typed, because SPF and DMARC treat them differently (RFC 7208 §2.6
 
 The convenience methods (``txt``, ``mx``, ``a``, …) return empty lists for nxdomain/nodata and
 raise ``DnsTempError``; use ``query`` when the difference between nxdomain and nodata matters.
+
+DNSSEC (for DANE, RFC 7672): with ``dnssec=True`` every query carries the EDNS DO bit and
+``Answer.secure`` is the AD bit of the reply — we do not validate signatures ourselves but trust
+the configured resolver's validation, as Postfix does (``smtp_dns_support_level = dnssec``). That
+is only meaningful when the resolver is a validating one reached over a trusted path (unbound or
+knot-resolver on loopback); a bogus answer comes back from such a resolver as SERVFAIL, i.e.
+``DnsTempError``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Literal
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -55,6 +63,7 @@ class Answer:
     status: Status
     rrset: tuple[object, ...] = ()  # dnspython rdata objects (after following CNAMEs)
     ttl: int = 0
+    secure: bool = False  # DNSSEC-validated by the resolver (AD bit; only with dnssec=True)
 
     @property
     def nxdomain(self) -> bool:
@@ -82,7 +91,7 @@ class Resolver:
 
     def __init__(self, nameservers: Sequence[str] | None = None, *, port: int = 53,
                  timeout: float = 5.0, cache_size: int = 10000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, dnssec: bool = False) -> None:
         if nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = list(nameservers)
@@ -93,6 +102,9 @@ class Resolver:
         self._resolver.lifetime = timeout
         # a SERVFAIL from the only server must surface as a failure, not be retried until timeout
         self._resolver.retry_servfail = False
+        self.dnssec = dnssec
+        if dnssec:  # ask for validation: the AD bit of the reply says whether it happened
+            self._resolver.use_edns(0, dns.flags.DO, 1232)
         self.timeout = timeout
         self._cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
         self._cache_size = cache_size
@@ -124,7 +136,9 @@ class Resolver:
             result = await self._resolver.resolve(qname, rdtype, search=False,
                                                   raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN as exc:
-            return Answer(name, rdtype, "nxdomain", ttl=_negative_ttl(exc.responses()))
+            responses = exc.responses()
+            return Answer(name, rdtype, "nxdomain", ttl=_negative_ttl(responses),
+                          secure=self.dnssec and _authentic(responses.values()))
         except dns.resolver.NoNameservers as exc:  # every server answered SERVFAIL/REFUSED/…
             errors = [e[3] for e in exc.kwargs.get("errors", [])]
             if errors and all(isinstance(e, dns.message.ChainTooLong) for e in errors):
@@ -136,10 +150,11 @@ class Resolver:
             raise DnsTempError(f"{name}/{rdtype}: timeout") from exc
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsTempError(f"{name}/{rdtype}: {exc}") from exc
+        secure = self.dnssec and _authentic((result.response,))
         if result.rrset is None:
             return Answer(name, rdtype, "nodata",
-                          ttl=_negative_ttl({None: result.response}))
-        return Answer(name, rdtype, "ok", tuple(result.rrset), result.rrset.ttl)
+                          ttl=_negative_ttl({None: result.response}), secure=secure)
+        return Answer(name, rdtype, "ok", tuple(result.rrset), result.rrset.ttl, secure)
 
     def _store(self, key: tuple[str, str], answer: Answer, now: float) -> None:
         if self._cache_size <= 0:
@@ -186,6 +201,18 @@ class Resolver:
         rev = dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text()
         answer = await self.query(rev, "PTR")
         return [_normalize(r.target.to_text()) for r in answer.rrset]  # type: ignore[attr-defined]
+
+
+def _authentic(responses) -> bool:
+    """Every reply that made the answer has the AD bit (RFC 4035 §3.2.3)."""
+    seen = False
+    for response in responses:
+        if response is None:
+            continue
+        if not response.flags & dns.flags.AD:
+            return False
+        seen = True
+    return seen
 
 
 def _negative_ttl(responses: dict[object, dns.message.Message | None]) -> int:

@@ -35,6 +35,7 @@ class Route:
     host: str  # the MX name (or the domain itself, or the literal)
     preference: int
     literal: str | None = None  # an address literal needs no lookup
+    secure: bool = False  # the MX answer was DNSSEC-validated (DANE, RFC 7672 §2.2.1)
 
 
 async def route_domain(resolver: Resolver, domain: str, rng: random.Random) -> list[Route]:
@@ -59,8 +60,9 @@ async def route_domain(resolver: Resolver, domain: str, rng: random.Random) -> l
         raise RoutingError(f"domain {domain} does not exist", status="5.1.2", permanent=True)
     records = sorted(((r.preference, r.exchange.to_text().rstrip(".").lower())  # type: ignore[attr-defined]
                       for r in answer.rrset))
+    secure = answer.secure
     if not records:
-        return [Route(domain, 0)]  # implicit MX (RFC 5321 §5.1)
+        return [Route(domain, 0, secure=secure)]  # implicit MX (RFC 5321 §5.1)
     if len(records) == 1 and records[0][1] == "":
         raise RoutingError(f"{domain} accepts no mail (null MX)", status="5.1.10",
                            permanent=True)  # RFC 7505 §4.2
@@ -70,7 +72,7 @@ async def route_domain(resolver: Resolver, domain: str, rng: random.Random) -> l
         j = i
         while j < len(records) and records[j][0] == records[i][0]:
             j += 1
-        group = [Route(name, pref) for pref, name in records[i:j] if name]
+        group = [Route(name, pref, secure=secure) for pref, name in records[i:j] if name]
         rng.shuffle(group)
         out.extend(group)
         i = j

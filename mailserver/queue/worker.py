@@ -30,8 +30,13 @@ transaction as the outcome that causes them, with the null sender.
 **TLS**: opportunistic STARTTLS without certificate checks (RFC 7435); a failed handshake is
 retried once in clear text at the same address. A domain with an MTA-STS policy in enforce
 mode (``mtasts``) gets only its listed MX hosts, over STARTTLS with a validated certificate, or
-nothing (temporary failure). ``REQUIRETLS`` (RFC 8689) messages go only over such validated TLS
-to a server announcing REQUIRETLS, else they bounce with 5.7.30. DANE is not implemented.
+nothing (temporary failure). DANE (RFC 7672, ``mailserver.queue.dane``; ``[queue] dane``, on
+by default, meaningful only behind a validating resolver): an MX host with secure usable TLSA
+records gets STARTTLS with a certificate matching them, or is skipped (4.7.5, next host; no
+clear-text retry); secure but unusable records mean TLS without authentication; a failed TLSA
+lookup skips the host. DANE takes precedence over MTA-STS for a host that has TLSA records
+(RFC 8461 §2). ``REQUIRETLS`` (RFC 8689) messages go only over TLS validated by MTA-STS or DANE
+to a server announcing REQUIRETLS, else they bounce with 5.7.30.
 Smarthost (``relay_host``): all mail goes there, with AUTH PLAIN over TLS when credentials are
 configured.
 
@@ -56,6 +61,7 @@ from dataclasses import dataclass
 from mailserver.blobs.base import BlobNotFound
 from mailserver.config import QueueConfig
 from mailserver.mailauth.dns import DnsTempError, Resolver
+from mailserver.queue import dane as danemod
 from mailserver.queue import dsn as dsnmod
 from mailserver.queue import store
 from mailserver.queue.downgrade import DowngradeError, downgrade_8bit, has_8bit
@@ -344,6 +350,12 @@ class QueueWorker:
         for route in routes:
             if not pending:
                 break
+            dane = await self._dane_policy(route, port)
+            if dane is not None and dane.mode == danemod.FAIL:
+                log.info("queue: DANE %s: %s", route.host, dane.reason)
+                fail_all(TEMPORARY, "4.7.5", f"DANE: {dane.reason}", route.host)
+                continue
+            must_tls = enforce or (dane is not None and dane.requires_tls)
             try:
                 addresses = await host_addresses(self.resolver, route)
             except DnsTempError as e:
@@ -355,10 +367,10 @@ class QueueWorker:
             for address in addresses:
                 if not pending:
                     break
-                for use_tls in ((True,) if enforce else (True, False)):
+                for use_tls in ((True,) if must_tls else (True, False)):
                     try:
                         retry_clear = await self._session(route, address, port, pending, final,
-                                                          last, raws, use_tls, enforce)
+                                                          last, raws, use_tls, enforce, dane)
                     except SmtpClientError as e:
                         fail_all(TEMPORARY, "4.4.1", str(e), route.host)
                         retry_clear = False
@@ -369,15 +381,32 @@ class QueueWorker:
             final[r.id] = last[r.id]
         return [final[r.id] for r in rcpts]
 
+    async def _dane_policy(self, route: Route, port: int) -> danemod.DanePolicy | None:
+        """The host's DANE policy, or None when DANE is off (config, smarthost, literal)."""
+        if not self.config.dane or self.config.relay_host or route.literal is not None \
+                or not getattr(self.resolver, "dnssec", False):
+            return None
+        return await danemod.tlsa_policy(self.resolver, route.host, port,
+                                         mx_secure=route.secure)
+
     async def _session(self, route: Route, address: str, port: int,
                        pending: list[ClaimedRecipient], final: dict[int, Outcome],
                        last: dict[int, Outcome], raws: dict[int, bytes], use_tls: bool,
-                       verified: bool = False) -> bool:
+                       verified: bool = False, dane: danemod.DanePolicy | None = None) -> bool:
         """One connection to ``address``; fills ``final`` for recipients done with, ``last``
         for those to try elsewhere. Returns True when an opportunistic TLS handshake failed
         (try again in clear text). ``verified``: TLS with a valid certificate for the MX name
-        is required (MTA-STS enforce), else the host is skipped."""
+        is required (MTA-STS enforce), else the host is skipped. ``dane``: the host's DANE
+        policy; when it requires TLS it replaces the MTA-STS certificate check."""
         host = route.host
+        if dane is not None and dane.requires_tls:
+            verified = False  # RFC 8461 §2: TLSA records take precedence over MTA-STS
+            use_tls = True
+            label = "DANE: "
+        else:
+            dane = None
+            label = "MTA-STS: " if verified else ""
+        must_tls = verified or dane is not None
         client = await SmtpClient.connect(address, port,
                                           connect_timeout=self.config.connect_timeout,
                                           timeout=self.config.command_timeout)
@@ -401,10 +430,10 @@ class QueueWorker:
             if not ehlo.ok:
                 host_level(ehlo, "EHLO")
                 return False
-            if verified and not client.supports("STARTTLS"):
-                for r in pending:  # RFC 8461 §5: enforce means TLS or not this host
+            if must_tls and not client.supports("STARTTLS"):
+                for r in pending:  # RFC 8461 §5, RFC 7672 §2.2: TLS or not this host
                     last[r.id] = Outcome(r, TEMPORARY, "4.7.5",
-                                         f"MTA-STS: {host} offers no STARTTLS", host)
+                                         f"{label}{host} offers no STARTTLS", host)
                 return False
             if use_tls and client.supports("STARTTLS"):
                 try:
@@ -414,12 +443,23 @@ class QueueWorker:
                     log.info("queue: STARTTLS with %s (%s) failed: %s", host, address, e)
                     client.abort()
                     for r in pending:
-                        last[r.id] = Outcome(r, TEMPORARY, "4.7.5",
-                                             f"{'MTA-STS: ' if verified else ''}TLS: {e}", host)
-                    return not verified
-                if verified and reply.code != 220:
-                    host_level(reply, "STARTTLS (MTA-STS)")
+                        last[r.id] = Outcome(r, TEMPORARY, "4.7.5", f"{label}TLS: {e}", host)
+                    return not must_tls
+                if must_tls and reply.code != 220:
+                    host_level(reply, f"STARTTLS ({label.rstrip(': ') or 'required'})")
                     return False
+                if dane is not None and dane.mode == danemod.DANE:
+                    problem = danemod.verify_chain(
+                        dane, danemod.peer_chain(client.writer.get_extra_info("ssl_object")),
+                        names=(host,))  # validity against the real time, not self.clock
+                    if problem is not None:
+                        log.warning("queue: DANE authentication of %s (%s) failed: %s",
+                                    host, address, problem)
+                        for r in pending:
+                            last[r.id] = Outcome(r, TEMPORARY, "4.7.5",
+                                                 f"DANE: {host}: {problem}", host)
+                        return False
+                    verified = True  # authenticated: good enough for REQUIRETLS
                 if reply.code == 220:
                     ehlo = await client.hello(self.helo_name)
                     if not ehlo.ok:
@@ -450,7 +490,7 @@ class QueueWorker:
                            raws: dict[int, bytes], verified: bool = False) -> None:
         msg = group[0].message
         if msg.requiretls and not (verified and client.tls and client.supports("REQUIRETLS")):
-            # RFC 8689 §4.2.1: only over TLS validated by MTA-STS (no DANE here) to a server
+            # RFC 8689 §4.2.1: only over TLS validated by MTA-STS or DANE to a server
             # announcing REQUIRETLS; another MX may qualify, bounce if none does
             for r in group:
                 last[r.id] = Outcome(r, PERMANENT, "5.7.30",

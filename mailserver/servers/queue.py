@@ -35,7 +35,8 @@ class QueueDaemon:
 
 def make_worker(app: "App", config: QueueConfig, **kwargs) -> QueueWorker:
     dns = app.config.dns
-    resolver = Resolver(list(dns.nameservers) or None, port=dns.port, timeout=dns.timeout)
+    resolver = Resolver(list(dns.nameservers) or None, port=dns.port, timeout=dns.timeout,
+                        dnssec=config.dane)
     if "mta_sts" not in kwargs:
         kwargs["mta_sts"] = MtaSts(resolver) if config.mta_sts else None
     return QueueWorker(db=app.db, blobs=app.blobs, directory=app.directory,

@@ -8,6 +8,12 @@ the server runs (``set_zones`` rewrites the config and runs ``knotc reload``).
 A zone given as ``None`` is configured without a zone file: knot then answers SERVFAIL for
 every name in it, which is how tests produce a DNS temporary error (RFC 7208 temperror).
 A name outside every configured zone gets REFUSED.
+
+DNSSEC (the DANE tests): zones named in ``signed`` are signed by knot itself (automatic
+ECDSA P-256 keys, one CSK per zone); ``UnboundServer`` is a validating recursive resolver on
+loopback (Debian's ``unbound``) that sends the test zones to knot (stub zones) and trusts the
+keys the test gives it (``KnotServer.dnskey``) — so lookups through it carry a real AD bit, and
+a zone whose anchor does not match its keys answers SERVFAIL (bogus).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KnotServer", "find_knot", "zone_text"]
+__all__ = ["KnotServer", "UnboundServer", "find_knot", "find_unbound", "zone_text"]
 
 KNOT_DIRS = ("/usr/sbin", "/usr/local/sbin")
 
@@ -55,6 +61,27 @@ def _free_port() -> int:
                 continue
             return port
     raise OSError("no free loopback port for UDP and TCP")
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _launch(server, argv: list[str], log_path: Path) -> None:
+    """Start ``server.process`` logging to ``log_path``; wait until ready, else stop it."""
+    with open(log_path, "wb") as log:
+        server.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        server._wait_ready()
+    except Exception:
+        server.stop()
+        raise
 
 
 def _fqdn(apex: str) -> str:
@@ -89,10 +116,11 @@ class KnotServer:
     process: subprocess.Popen[bytes] | None = None
     zones: dict[str, ZoneSpec] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    signed: frozenset[str] = frozenset()  # apexes knot signs (DNSSEC)
 
     @classmethod
     def start(cls, zones: Mapping[str, ZoneSpec] | None = None, *,
-              port: int | None = None) -> "KnotServer":
+              port: int | None = None, signed: Iterable[str] = ()) -> "KnotServer":
         """Start knotd; ``port`` defaults to a free one (53 is for a private network
         namespace, where a resolver that cannot be told a port, e.g. libc's, can reach it)."""
         tools = find_knot()
@@ -100,17 +128,10 @@ class KnotServer:
             raise FileNotFoundError("knotd/knotc not found (Debian package: knot)")
         base = Path(tempfile.mkdtemp(prefix="mailserver-knot-"))
         (base / "zones").mkdir()
-        server = cls(base=base, port=port or _free_port(), knotd=tools[0], knotc=tools[1])
+        server = cls(base=base, port=port or _free_port(), knotd=tools[0], knotc=tools[1],
+                     signed=frozenset(_fqdn(a) for a in signed))
         server._write(dict(zones or {}))
-        log = open(base / "knotd.log", "wb")
-        server.process = subprocess.Popen([server.knotd, "-c", str(base / "knot.conf")],
-                                          stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        try:
-            server._wait_ready()
-        except Exception:
-            server.stop()
-            raise
+        _launch(server, [server.knotd, "-c", str(base / "knot.conf")], base / "knotd.log")
         return server
 
     # -- zones ------------------------------------------------------------------------------
@@ -143,6 +164,16 @@ class KnotServer:
             "    any: warning",
             "database:",
             f'    storage: "{self.base}/db"',
+            f'    kasp-db: "{self.base}/keys"',
+            "keystore:",
+            "  - id: pem",
+            "    backend: pem",
+            f'    config: "{self.base}/keys/pem"',
+            "policy:",
+            "  - id: test",
+            "    keystore: pem",
+            "    algorithm: ecdsap256sha256",
+            "    single-type-signing: on",
             "control:",
             f'    listen: "{self.base}/knot.sock"',
             "template:",
@@ -162,7 +193,28 @@ class KnotServer:
                     else zone_text(apex_fqdn, records)
                 path.write_text(text, encoding="utf-8")
             lines += [f'  - domain: "{apex_fqdn}"', f'    file: "{path}"']
+            if apex_fqdn in self.signed:
+                lines += ["    dnssec-signing: on", "    dnssec-policy: test"]
         (self.base / "knot.conf").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def dnskey(self, apex: str) -> str:
+        """The zone's key-signing DNSKEY as a trust anchor line (``apex. DNSKEY 257 3 13 …``)."""
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+
+        name = _fqdn(apex)
+        query = dns.message.make_query(name, dns.rdatatype.DNSKEY, want_dnssec=True)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # signing runs just after the zone loads
+            response = dns.query.tcp(query, self.host, port=self.port, timeout=5.0)
+            for rrset in response.answer:
+                if rrset.rdtype == dns.rdatatype.DNSKEY:
+                    for key in rrset:
+                        if key.flags & 1:  # SEP: the key-signing key
+                            return f"{name} DNSKEY {key.to_text()}"
+            time.sleep(0.05)
+        raise TimeoutError(f"knotd published no DNSKEY for {name}: {self.log()}")
 
     # -- process ----------------------------------------------------------------------------
 
@@ -227,12 +279,86 @@ class KnotServer:
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process)
+        self.process = None
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def find_unbound() -> str | None:
+    return shutil.which("unbound") or next(
+        (os.path.join(d, "unbound") for d in KNOT_DIRS
+         if os.path.exists(os.path.join(d, "unbound"))), None)
+
+
+@dataclass
+class UnboundServer:
+    """A running validating ``unbound`` on 127.0.0.1:``port`` (see the module docstring)."""
+
+    base: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def start(cls, upstream: KnotServer, zones: Iterable[str],
+              trust_anchors: Iterable[str] = ()) -> "UnboundServer":
+        """Resolve ``zones`` (apexes) through ``upstream``; validate below ``trust_anchors``
+        (lines ``name. DNSKEY …``). There is no root anchor: everything else is insecure."""
+        binary = find_unbound()
+        if binary is None:
+            raise FileNotFoundError("unbound not found (Debian package: unbound)")
+        base = Path(tempfile.mkdtemp(prefix="mailserver-unbound-"))
+        server = cls(base=base, port=_free_port())
+        lines = [
+            "server:",
+            f"    interface: {server.host}@{server.port}",
+            f"    port: {server.port}",
+            "    do-daemonize: no",
+            '    chroot: ""',
+            '    username: ""',
+            f'    directory: "{base}"',
+            f'    pidfile: "{base}/unbound.pid"',
+            "    use-syslog: no",
+            "    verbosity: 1",
+            "    do-not-query-localhost: no",  # knot is on loopback
+            "    access-control: 127.0.0.0/8 allow",
+            '    module-config: "validator iterator"',
+            "    qname-minimisation: no",
+            "    trust-anchor-signaling: no",
+            "    root-key-sentinel: no",
+            '    local-zone: "test." nodefault',  # RFC 6761 names are blocked by default
+            "    cache-max-ttl: 0",  # tests change zones while it runs
+            "    cache-max-negative-ttl: 0",
+            *(f'    trust-anchor: "{a}"' for a in trust_anchors),
+            "remote-control:",
+            "    control-enable: no",
+        ]
+        for apex in zones:
+            lines += ["stub-zone:", f'    name: "{_fqdn(apex)}"',
+                      f"    stub-addr: {upstream.host}@{upstream.port}"]
+        (base / "unbound.conf").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _launch(server, [binary, "-d", "-c", str(base / "unbound.conf")],
+                base / "unbound.log")
+        return server
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"unbound exited: {self.log()}")
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                if s.connect_ex((self.host, self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"unbound did not start: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return (self.base / "unbound.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _terminate(self.process)
         self.process = None
         shutil.rmtree(self.base, ignore_errors=True)
