@@ -5,10 +5,13 @@ GET ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` with a validated certif
 name, no redirects, 200 with text/plain, at most 64 KiB, within a timeout. The host name is
 resolved through our resolver (``mailserver.mailauth.dns``) like every other lookup.
 
-Cache (§5): per process, in memory, for the policy's ``max_age``; the TXT id is checked again
-at most every ``TXT_RECHECK`` seconds and a changed id refetches. A fetch failure keeps using a
-cached unexpired policy (§5.1), and with none the domain is treated as having no policy.
-(Not persisted across restarts or shared between nodes: a restarted worker refetches.)
+Cache (§5): for the policy's ``max_age``, in memory and — given a ``db`` — in the store's
+``settings`` table (key ``mta-sts:<domain>``), so a policy survives restarts and is shared by
+every worker on every node: the trust-on-first-use protection of §10.2 would be lost if a
+restart forgot it (an attacker stripping the TXT record or blocking the HTTPS fetch would then
+downgrade us). The TXT id is checked again at most every ``TXT_RECHECK`` seconds and a changed
+id refetches. A fetch failure keeps using a cached unexpired policy (§5.1), and with none the
+domain is treated as having no policy.
 
 Application (§4, §5): with ``mode: enforce`` only MX hosts matching a policy ``mx`` pattern
 are used, and only over STARTTLS with a certificate valid for the MX name; a host that fails
@@ -18,6 +21,8 @@ that is a temporary failure for this attempt. ``mode: testing`` only logs; ``non
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 import ssl
@@ -25,7 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import delete, insert, select
+
 from mailserver.mailauth.dns import DnsTempError, Resolver
+from mailserver.store import schema
 
 __all__ = ["Policy", "MtaSts", "parse_policy", "parse_txt", "mx_matches", "PolicyError"]
 
@@ -114,12 +122,13 @@ def mx_matches(pattern: str, host: str) -> bool:
 
 
 class MtaSts:
-    """Policy lookups with a per-process cache (see the module docstring)."""
+    """Policy lookups with a cache (see the module docstring)."""
 
     def __init__(self, resolver: Resolver, *, context: ssl.SSLContext | None = None,
                  port: int = 443, timeout: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, db=None) -> None:
         self.resolver = resolver
+        self.db = db
         self.context = context or ssl.create_default_context()
         self.port = port
         self.timeout = timeout
@@ -130,6 +139,8 @@ class MtaSts:
     async def policy(self, domain: str) -> Policy | None:
         now = self.clock()
         cached = self._cache.get(domain)
+        if cached is None and self.db is not None:
+            cached = await self._load(domain)
         if cached is not None and cached[1] <= now:
             self._cache.pop(domain, None)
             cached = None
@@ -153,7 +164,47 @@ class MtaSts:
             log.info("MTA-STS policy of %s not fetched: %s", domain, e)
             return cached[0] if cached else None
         self._cache[domain] = (policy, now + policy.max_age, now)
+        if self.db is not None:
+            await self._save(domain, policy, now + policy.max_age)
         return policy
+
+    # -- the shared cache -------------------------------------------------------------------
+
+    @staticmethod
+    def _key(domain: str) -> str:
+        key = f"mta-sts:{domain}"
+        return key if len(key) <= 64 else "mta-sts#" + hashlib.sha256(domain.encode()).hexdigest()
+
+    async def _load(self, domain: str) -> tuple[Policy, float, float] | None:
+        st = schema.settings
+        try:
+            async with self.db.read() as conn:
+                raw = (await conn.execute(select(st.c.value).where(
+                    st.c.key == self._key(domain)))).scalar()
+            if raw is None:
+                return None
+            d = json.loads(raw)
+            if d.get("domain") != domain:
+                return None
+            policy = Policy(d["id"], d["mode"], tuple(d["mx"]), int(d["max_age"]))
+            # checked_at 0: the first use after a restart looks at the TXT id again
+            return policy, float(d["expires"]), 0.0
+        except Exception:  # a damaged cache entry is no entry; never fail a delivery for it
+            log.exception("MTA-STS cache entry of %s unreadable", domain)
+            return None
+
+    async def _save(self, domain: str, policy: Policy, expires: float) -> None:
+        st = schema.settings
+        value = json.dumps({"domain": domain, "id": policy.id, "mode": policy.mode,
+                            "mx": list(policy.mx), "max_age": policy.max_age,
+                            "expires": expires}).encode()
+        key = self._key(domain)
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(delete(st).where(st.c.key == key))
+                await conn.execute(insert(st).values(key=key, value=value))
+        except Exception:  # the in-memory copy still applies in this process
+            log.exception("MTA-STS policy of %s not saved", domain)
 
     async def _fetch(self, domain: str) -> str:
         host = f"mta-sts.{domain}"

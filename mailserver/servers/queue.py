@@ -38,7 +38,7 @@ def make_worker(app: "App", config: QueueConfig, **kwargs) -> QueueWorker:
     resolver = Resolver(list(dns.nameservers) or None, port=dns.port, timeout=dns.timeout,
                         dnssec=config.dane)
     if "mta_sts" not in kwargs:
-        kwargs["mta_sts"] = MtaSts(resolver) if config.mta_sts else None
+        kwargs["mta_sts"] = MtaSts(resolver, db=app.db) if config.mta_sts else None
     return QueueWorker(db=app.db, blobs=app.blobs, directory=app.directory,
                        deliverer=app.deliverer, resolver=resolver, config=config,
                        hostname=app.config.server.effective_hostname(), **kwargs)

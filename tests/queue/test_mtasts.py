@@ -128,3 +128,33 @@ async def test_no_policy_server_means_opportunistic_tls(qenv, dns_server, tmp_pa
     await qenv.enqueue(message(), "alice@example.test", ["d@sts.remote.test"], now=NOW)
     await _worker(qenv, dns_server, certs, FakeClock(NOW)).run_until_idle()
     assert mx.recipients() == ["d@sts.remote.test"] and mx.received[0].tls
+
+
+async def test_policy_cache_survives_a_restart(qenv, dns_server, tmp_path):
+    """A policy learned once is kept in the store: a new worker (another process, a restart)
+    whose policy fetch fails still enforces it (RFC 8461 §5.1, §10.2)."""
+    certs = Certs(tmp_path)
+    clock = FakeClock(NOW)
+    resolver = Resolver([dns_server.host], port=dns_server.port, timeout=3.0)
+    server = await policy_server("127.0.0.9", qenv.sink_port,
+                                 certs.server("mta-sts.sts.remote.test"), POLICY)
+    try:
+        first = MtaSts(resolver, context=certs.client(), port=qenv.sink_port, clock=clock,
+                       db=qenv.app.db)
+        assert (await first.policy("sts.remote.test")).enforce
+    finally:
+        server.close()
+        await server.wait_closed()
+    mx = await qenv.sink("127.0.0.8", tls=certs.server("wrong.example"))
+    outside = await qenv.sink("127.0.0.3")
+    fresh = MtaSts(resolver, context=certs.client(), port=qenv.sink_port, clock=clock,
+                   db=qenv.app.db)
+    await qenv.enqueue(message(), "alice@example.test", ["e@sts.remote.test"], now=NOW)
+    await qenv.worker(clock, mta_sts=fresh, verify_context=certs.client()).run_until_idle()
+    assert mx.received == [] and outside.sessions == 0  # still enforced: no downgrade
+    (row,) = await qenv.queue_rows()
+    assert row.last_status == "4.7.5" and "MTA-STS" in row.last_error
+    clock.advance(86400 + 1)  # max_age over: the stored policy no longer applies
+    expired = MtaSts(resolver, context=certs.client(), port=qenv.sink_port, clock=clock,
+                     db=qenv.app.db)
+    assert await expired.policy("sts.remote.test") is None
