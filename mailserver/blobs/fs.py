@@ -3,8 +3,13 @@
 Durability of ``put`` (the ingest path acknowledges mail only after this returns and the
 metadata commits): the content goes to a temp file in the final directory, is fsynced, renamed
 over the final name, and the directory is fsynced — as are the parent directories when this put
-created them — all before ``put`` returns. A rename is atomic, so a visible final name always
-has complete content; a crash leaves at most a ``.tmp-*`` file (``remove_stale_temp_files``).
+created them (those last, after the file's own directory: by then the earlier fsyncs have
+committed the mkdir on a journalling file system, so they cost no commit of their own) — all
+before ``put`` returns. A put into a directory another put has just created (and not yet synced
+the parent of) relies on its own fsyncs committing that mkdir too, which journalling file
+systems (ext4, xfs) do; the window is milliseconds per new directory. A rename is atomic,
+so a visible final name always has complete content; a crash leaves at most a ``.tmp-*`` file
+(``remove_stale_temp_files``).
 
 A put of content that is already stored writes nothing; it bumps the file's mtime
 (``os.utime``) instead, because the sweeper only deletes files not touched within its grace
@@ -22,7 +27,6 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from mailserver.blobs.base import BlobNotFound, BlobStore, _check_range, blob_id_of, validate_blob_id
 
@@ -76,7 +80,7 @@ class FileBlobStore(BlobStore):
             pass
         except PermissionError:
             pass  # someone else's file (e.g. written by root's CLI): replace it with ours
-        self._make_dirs(directory)
+        created = self._make_dirs(directory)
         tmp = os.path.join(directory, f"{_TMP_PREFIX}{blob_id[:16]}-{secrets.token_hex(6)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
         try:
@@ -97,19 +101,29 @@ class FileBlobStore(BlobStore):
             _unlink_quiet(tmp)
             raise
         if self.fsync:
+            # the new name, then the entries of directories created for it (deepest first).
+            # Syncing the parents last rather than right after each mkdir costs no journal
+            # commit of its own on ext4/xfs (the earlier fsyncs already committed the mkdir),
+            # and nothing is acknowledged before put returns either way.
             _fsync_dir(directory)
+            for d in created:
+                _fsync_dir(d)
         return blob_id
 
-    def _make_dirs(self, directory: str) -> None:
-        """Create ``ab/cd`` as needed; fsync the parent of every directory created here."""
+    def _make_dirs(self, directory: str) -> list[str]:
+        """Create ``ab/cd`` as needed; returns the parents whose entries changed, deepest first
+        (for the caller to fsync)."""
         parent = os.path.dirname(directory)
+        if os.path.isdir(directory):  # one stat in the common case instead of two mkdir errors
+            return []
+        changed: list[str] = []
         for d, p in ((parent, self.root), (directory, parent)):
             try:
                 os.mkdir(d, 0o750)
             except FileExistsError:
                 continue
-            if self.fsync:
-                _fsync_dir(p)
+            changed.insert(0, p)
+        return changed
 
     # -- reading ----------------------------------------------------------------------------
 

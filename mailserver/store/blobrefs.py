@@ -45,10 +45,17 @@ def _build_add_ref(insert):
 _ADD_REF = {"postgresql": _build_add_ref(pg_insert), "sqlite": _build_add_ref(sqlite_insert)}
 
 
+# the same as driver SQL (``mailserver.store.engine.DriverSQL``): add_ref is on the ingest path
+_SQL_ADD_REF = ("INSERT INTO blobs (id, size, refcount, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + excluded.refcount, "
+                "updated_at = excluded.updated_at")
+
+
 async def add_ref(conn: AsyncConnection, blob_id: str, size: int, now: int, n: int = 1) -> None:
     """Count ``n`` more references to ``blob_id`` (creating its row on first use)."""
-    await conn.execute(_ADD_REF[conn.dialect.name],
-                       {"p_id": blob_id, "p_size": size, "p_n": n, "p_now": now})
+    from mailserver.store.engine import driver_sql
+
+    await driver_sql(conn).execute(_SQL_ADD_REF, (blob_id, size, n, now))
 
 
 async def drop_ref(conn: AsyncConnection, blob_id: str, now: int, n: int = 1) -> int | None:

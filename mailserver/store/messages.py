@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
@@ -152,45 +153,141 @@ async def _charge_quota(conn: AsyncConnection, account_id: int, size: int) -> No
     """Add ``size`` to used_bytes unless that exceeds the quota (one conditional UPDATE)."""
     res = await conn.execute(_CHARGE_QUOTA, {"p_a": account_id, "p_s": size})
     if res.rowcount == 0:
-        row = (await conn.execute(_READ_QUOTA, {"p_a": account_id})).one()
-        exc = QuotaExceeded(account_id, size, row.used_bytes, row.quota_bytes)
-        exc.clean = True  # nothing written: a group commit needs no rollback for it
-        raise exc
+        await _quota_exceeded(conn, account_id, size)
+
+
+async def _quota_exceeded(conn: AsyncConnection, account_id: int, size: int) -> None:
+    row = (await conn.execute(_READ_QUOTA, {"p_a": account_id})).one()
+    exc = QuotaExceeded(account_id, size, row.used_bytes, row.quota_bytes)
+    exc.clean = True  # nothing written: a group commit needs no rollback for it
+    raise exc
+
+
+# The same statements as driver SQL (``mailserver.store.engine.DriverSQL``): append is the
+# ingest hot path, and through Core its ~10 statements cost more CPU than their work.
+_EMAIL_COLUMNS = (
+    "account_id", "id", "blob_id", "size", "received_at", "received_tz", "sent_at", "thread_id",
+    "keywords", "subject", "sort_subject", "from_json", "sender_json", "reply_to_json",
+    "to_json", "cc_json", "bcc_json", "sort_from", "sort_to", "message_id", "in_reply_to",
+    "references", "preview", "has_attachment", "structure_json", "created_modseq",
+    "updated_modseq")
+_SQL_INSERT_EMAIL = ("INSERT INTO emails (" + ", ".join(f'"{c}"' for c in _EMAIL_COLUMNS)
+                     + ") VALUES (" + ", ".join("?" for _ in _EMAIL_COLUMNS) + ")")
+_SQL_INSERT_MM = ("INSERT INTO mailbox_messages (account_id, mailbox_id, uid, email_id, modseq, "
+                  "saved_at) VALUES (?, ?, ?, ?, ?, ?)")
+_SQL_CHARGE_QUOTA = ("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ? "
+                     "AND (quota_bytes = 0 OR used_bytes + ? <= quota_bytes)")
+_SQL_ALLOCATE_UID = (
+    "UPDATE mailboxes SET uid_next = uid_next + 1, total_count = total_count + 1, "
+    "unseen_count = unseen_count + ?, total_size = total_size + ?, highest_modseq = ? "
+    "WHERE account_id = ? AND id = ? RETURNING uid_next")
+
+
+_SQL_ADD_BLOB_REF = ("INSERT INTO blobs (id, size, refcount, updated_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + "
+                     "excluded.refcount, updated_at = excluded.updated_at")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class PendingAppends:
+    """The plain INSERTs of the appends of one group-commit batch, written at its end with one
+    executemany per table (``mailserver.delivery`` sets ``DEFERRED`` while it runs appends).
+
+    Only rows nothing else in the batch reads are deferred: ``emails``, ``mailbox_messages``,
+    the search index and blob reference counts. Quota, UID allocation and thread refs stay
+    immediate (later appends of the batch read them); thread assignment consults
+    ``thread_subjects`` for the emails not written yet. The batch flushes before running any
+    other kind of work, so that work sees every earlier append. If the flush fails, the
+    delivery module redoes the batch with each delivery written at once inside a SAVEPOINT.
+    """
+
+    __slots__ = ("blobs", "dialect", "emails", "index", "members", "thread_subjects")
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.emails: list[tuple] = []
+        self.members: list[tuple] = []
+        self.index: list[tuple] = []
+        self.blobs: dict[str, list[int]] = {}  # blob id → [size, n, now]
+        # (account, thread) → base subjects of pending emails, lowered as the database's
+        # lower() does (ASCII only on SQLite)
+        self.thread_subjects: dict[tuple[int, int], set[str]] = {}
+
+    def lower(self, value: str) -> str:
+        return value.translate(_ASCII_LOWER) if self.dialect == "sqlite" else value.lower()
+
+    def __bool__(self) -> bool:
+        return bool(self.emails)
+
+    async def flush(self, sql) -> None:
+        """Write and forget the pending rows (``sql``: the batch's ``DriverSQL``)."""
+        from mailserver.store.search import INDEX_SQL
+
+        if not self.emails:
+            return
+        await sql.executemany(_SQL_INSERT_EMAIL, self.emails)
+        await sql.executemany(_SQL_INSERT_MM, self.members)
+        await sql.executemany(INDEX_SQL[self.dialect], self.index)
+        # sorted: concurrent batches lock blob rows in one order (no deadlock on PostgreSQL)
+        await sql.executemany(_SQL_ADD_BLOB_REF, [
+            (blob_id, *self.blobs[blob_id]) for blob_id in sorted(self.blobs)])
+        self.emails, self.members, self.index = [], [], []
+        self.blobs, self.thread_subjects = {}, {}
+
+
+DEFERRED: ContextVar[PendingAppends | None] = ContextVar("DEFERRED", default=None)
 
 
 async def append(conn: AsyncConnection, cs: ChangeSet, mailbox_id: int, blob_id: str, parsed, *,
                  keywords: Iterable[str] = (), received_at: int,
-                 received_tz: int = 0) -> tuple[int, int]:
+                 received_tz: int = 0, index_content: tuple | None = None) -> tuple[int, int]:
     """Store a parsed message in a mailbox; returns (email_id, uid).
 
     Raises QuotaExceeded before anything is written (``exc.clean``), MailboxNotFound when the
     mailbox does not exist. The blob must already be durable in the blob store.
+    ``index_content``: ``search.index_content(dialect, parsed)`` when the caller has it.
     """
     from mailserver.store import blobrefs, search, threads
+    from mailserver.store.engine import driver_sql
     from mailserver.store.mailboxes import MailboxNotFound
 
+    sql = driver_sql(conn)
     kw = normalize_keywords(keywords)
     size = parsed.size
-    await _charge_quota(conn, cs.account_id, size)  # raises before any other write
+    account_id = cs.account_id
+    if not await sql.execute(_SQL_CHARGE_QUOTA, (size, account_id, size)):
+        await _quota_exceeded(conn, account_id, size)  # raises before any other write
     unseen = 0 if SEEN in kw else 1
-    row = (await conn.execute(_ALLOCATE_UID, {
-        "p_a": cs.account_id, "p_m": mailbox_id, "p_u": unseen, "p_s": size,
-        "p_h": cs.modseq})).first()
-    if row is None:
+    rows = await sql.fetch(_SQL_ALLOCATE_UID, (unseen, size, cs.modseq, account_id, mailbox_id))
+    if not rows:
         raise MailboxNotFound(mailbox_id)
-    uid = row[0] - 1
+    uid = rows[0][0] - 1
     thread_id = await threads.assign_thread(conn, cs, parsed)  # records Thread c/u
     email_id = cs.next_id("email")
-    await conn.execute(_INSERT_EMAIL, email_row(
-        cs.account_id, email_id, blob_id, parsed, keywords=encode_keywords(kw),
-        received_at=received_at, received_tz=received_tz, thread_id=thread_id,
-        modseq=cs.modseq))
-    await conn.execute(_INSERT_MM, {"account_id": cs.account_id, "mailbox_id": mailbox_id,
-                                    "uid": uid, "email_id": email_id, "modseq": cs.modseq,
-                                    "saved_at": cs.now})
-    await search.index_email(conn, conn.dialect.name, cs.account_id, email_id, parsed,
-                             fresh=True)
-    await blobrefs.add_ref(conn, blob_id, size, cs.now)
+    row = email_row(account_id, email_id, blob_id, parsed, keywords=encode_keywords(kw),
+                    received_at=received_at, received_tz=received_tz, thread_id=thread_id,
+                    modseq=cs.modseq)
+    email = tuple(row[c] for c in _EMAIL_COLUMNS)
+    member = (account_id, mailbox_id, uid, email_id, cs.modseq, cs.now)
+    pending = DEFERRED.get()
+    if pending is not None and pending.dialect == sql.dialect:
+        index = search.index_params(sql.dialect, account_id, email_id, parsed, index_content)
+        pending.emails.append(email)
+        pending.members.append(member)
+        pending.index.append(index)
+        ref = pending.blobs.get(blob_id)
+        if ref is None:
+            pending.blobs[blob_id] = [size, 1, cs.now]
+        else:
+            ref[1] += 1
+        pending.thread_subjects.setdefault((account_id, thread_id), set()).add(
+            pending.lower(row["sort_subject"] or ""))
+    else:
+        await sql.execute(_SQL_INSERT_EMAIL, email)
+        await sql.execute(_SQL_INSERT_MM, member)
+        await search.index_email(conn, sql.dialect, account_id, email_id, parsed, fresh=True,
+                                 content=index_content)
+        await blobrefs.add_ref(conn, blob_id, size, cs.now)
     cs.record("Email", email_id, "c")
     cs.record("Membership", email_id, "c", mailbox_id=mailbox_id, uid=uid)
     _record_once(cs, "Mailbox", mailbox_id, "u")

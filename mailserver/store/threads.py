@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, func, insert, literal, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailserver.store import schema
@@ -55,16 +55,32 @@ def thread_message_ids(parsed: "ParsedMessage") -> list[str]:
     return out
 
 
+_SQL_SAME_SUBJECT = ("SELECT 1 FROM emails WHERE account_id = ? AND thread_id = ? "
+                     "AND lower(sort_subject) = ? LIMIT 1")
+_SQL_ANY_EMAIL = "SELECT 1 FROM emails WHERE account_id = ? AND thread_id = ? LIMIT 1"
+_SQL_ADD_REF = ("INSERT INTO thread_refs (account_id, message_id, thread_id) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING")
+
+
+def _sql_known_refs(n: int) -> str:
+    return ("SELECT message_id, thread_id FROM thread_refs WHERE account_id = ? "
+            "AND message_id IN (" + ", ".join("?" * n) + ")")
+
+
 async def _qualifies(conn: AsyncConnection, account_id: int, thread_id: int,
                      base_subject: str) -> bool:
-    e = schema.emails
-    in_thread = and_(e.c.account_id == account_id, e.c.thread_id == thread_id)
-    same = (select(literal(1)).where(
-        in_thread, func.lower(e.c.sort_subject) == base_subject.lower()).limit(1))
-    if (await conn.execute(same)).first() is not None:
+    from mailserver.store.engine import driver_sql
+    from mailserver.store.messages import DEFERRED
+
+    sql = driver_sql(conn)
+    pending = DEFERRED.get()
+    waiting = pending.thread_subjects.get((account_id, thread_id)) if pending else None
+    if waiting and base_subject.lower() in waiting:  # an email of this batch, not written yet
+        return True
+    if await sql.fetch(_SQL_SAME_SUBJECT, (account_id, thread_id, base_subject.lower())):
         return True
     # a thread whose emails are all gone (refs not yet cleaned up) is free to join
-    return (await conn.execute(select(literal(1)).where(in_thread).limit(1))).first() is None
+    return not waiting and not await sql.fetch(_SQL_ANY_EMAIL, (account_id, thread_id))
 
 
 _KNOWN_REFS = select(schema.thread_refs.c.message_id, schema.thread_refs.c.thread_id).where(
@@ -77,13 +93,16 @@ async def assign_thread(conn: AsyncConnection, cs: ChangeSet, parsed: "ParsedMes
     """The thread id for a new email of ``cs.account_id`` (call before inserting the email).
 
     Records ("Thread", id, "c") for a new thread and ("Thread", id, "u") for an existing one.
+    (Driver SQL: this is on the ingest hot path, see ``mailserver.store.engine.DriverSQL``.)
     """
-    tr = schema.thread_refs
+    from mailserver.store.engine import driver_sql
+
+    sql = driver_sql(conn)
     ids = thread_message_ids(parsed)
     known: dict[str, int] = {}
     if ids:
-        rows = await conn.execute(_KNOWN_REFS, {"p_a": cs.account_id, "p_ids": list(ids)})
-        known = {r.message_id: r.thread_id for r in rows}
+        rows = await sql.fetch(_sql_known_refs(len(ids)), (cs.account_id, *ids))
+        known = {r[0]: r[1] for r in rows}
     thread_id = None
     base = (parsed.base_subject or "").strip()
     for candidate in sorted(set(known.values())):
@@ -96,9 +115,7 @@ async def assign_thread(conn: AsyncConnection, cs: ChangeSet, parsed: "ParsedMes
         thread_id = cs.next_id("thread")
     missing = [i for i in ids if i not in known]
     if missing:
-        rows_in = [{"account_id": cs.account_id, "message_id": m, "thread_id": thread_id}
-                   for m in missing]
-        await conn.execute(_insert_ignore(conn), rows_in)
+        await sql.executemany(_SQL_ADD_REF, [(cs.account_id, m, thread_id) for m in missing])
     _record_once(cs, thread_id, "c" if created else "u")
     return thread_id
 
