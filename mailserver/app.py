@@ -1,7 +1,8 @@
 """Building the services of one process from a ``Config``: the composition root.
 
 ``App`` holds what every daemon and CLI command shares — the metadata ``Database``, the blob
-store, the ``Directory``, the change bus and the ``Deliverer`` (the one ingest path). Nothing
+store, the ``Directory``, the change bus, the ``Deliverer`` (the one ingest path) and the
+failed-login throttle (one budget across daemons, processes and nodes). Nothing
 else in the code base constructs these from configuration; everything below receives them.
 
 ``configure_logging`` sets up the one-line-per-event logs of ``[log]``.
@@ -34,10 +35,21 @@ class App:
     directory: Any  # mailserver.store.directory.Directory
     bus: Any  # mailserver.events.ChangeBus
     deliverer: Any  # mailserver.delivery.Deliverer
+    # failed-login counts shared by every daemon (mailserver.auth.throttle.StoreLoginThrottle)
+    login_throttle: Any = None
+
+    def __post_init__(self) -> None:
+        if self.login_throttle is None:
+            from mailserver.auth.throttle import StoreLoginThrottle
+
+            self.login_throttle = StoreLoginThrottle(self.db)
 
     async def close(self) -> None:
         """Stop the ingest path first (it finishes its batch), then the rest."""
         try:
+            responder = getattr(self.deliverer, "auto_responder", None)
+            if responder is not None:  # pending vacation replies use the deliverer
+                await responder.close()
             await self.deliverer.close()
         finally:
             try:
@@ -95,9 +107,16 @@ async def open_app(config: Config) -> App:
     except BaseException:
         await db.close()
         raise
-    directory = Directory(db)
+    from mailserver.auth.cache import VerifiedLoginCache
+
+    directory = Directory(db, login_cache=VerifiedLoginCache(ttl=config.limits.login_cache_ttl))
     bus = make_change_bus(db)  # LISTEN/NOTIFY on PostgreSQL, a poll on SQLite
     deliverer = Deliverer(db, blobs, directory, bus, max_batch=config.delivery.batch_size)
+    from mailserver.autoreply import AutoResponder  # vacation replies after each delivery
+
+    deliverer.auto_responder = AutoResponder(
+        db, blobs, directory, deliverer, period=config.jmap.vacation_period,
+        hostname=config.server.effective_hostname())
     return App(config, db, blobs, directory, bus, deliverer)
 
 

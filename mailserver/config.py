@@ -191,6 +191,9 @@ class LimitsConfig:
     max_connections: int = field(default=1000, metadata=_check(_positive))
     max_connections_per_ip: int = field(default=20, metadata=_check(_positive))
     max_auth_failures: int = field(default=5, metadata=_check(_positive))
+    # a password that verified this recently (against the same stored hash) is not hashed
+    # again (mailserver.auth.cache); 0 turns the cache off
+    login_cache_ttl: Duration = field(default=60.0, metadata=_check(_non_negative))
     max_errors: int = field(default=10, metadata=_check(_positive))
     idle_timeout: Duration = field(default=1800.0, metadata=_check(_positive))
     command_timeout: Duration = field(default=300.0, metadata=_check(_positive))
@@ -269,6 +272,8 @@ class JmapConfig:
     listen_tls: tuple[str, ...] = field(default=(), metadata=_check(_listen_list))
     base_url: str = ""  # "" = http(s)://<hostname>:<port> of the first listener
     proxy_protocol: bool = False
+    # RFC 5230 §4.2 / RFC 3834: at most one vacation auto-reply per sender in this period
+    vacation_period: Duration = field(default=7 * 86400.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True, slots=True)

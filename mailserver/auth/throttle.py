@@ -19,25 +19,37 @@ A success clears the user key (the owner got in) but not the network key, so one
 does not reset an attacker's budget for guessing others from the same address.
 
 Interface: ``LoginThrottle`` is what daemons call — ``check`` before verifying, then
-``failed`` or ``succeeded``. ``MemoryLoginThrottle`` keeps the counters in this process (bounded
-memory, oldest keys dropped first); several processes or nodes each count on their own, which
-multiplies an attacker's budget by the number of processes. A store-backed implementation
-(a ``login_failures`` table keyed by (key, window start), or the ``leases``-style upsert in
-``mailserver.store.locks``) can implement the same three methods later so that every daemon on
-every node shares the counts; nothing in the daemons changes.
+``failed`` or ``succeeded``. Two implementations:
+
+- ``StoreLoginThrottle`` (what ``App.login_throttle`` is, so every daemon uses it): the counts
+  live in the store's ``login_failures`` table, shared by every daemon in every process on
+  every node — an attacker gets one budget, not one per daemon or process. Failures are
+  written at once (one upsert per key); ``check`` reads a per-process snapshot of the keys
+  locked out, refreshed from the store at most every ``refresh`` seconds (default 1 s), so a
+  login costs no query in the common case; a success deletes the user's row only when a
+  failure of that user is known (snapshot or local). The window is a fixed one that starts at
+  a key's first counted failure (an approximation of the sliding window). A store error fails
+  open (the attempt is allowed, and logged): an unreadable throttle table must not lock every
+  user out.
+- ``MemoryLoginThrottle``: counters in this process only (bounded memory, oldest keys dropped
+  first); a true sliding window. For tests and tools without a store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ThrottleDecision", "LoginThrottle", "MemoryLoginThrottle", "ThrottlePolicy",
-           "network_key"]
+__all__ = ["ThrottleDecision", "LoginThrottle", "MemoryLoginThrottle", "StoreLoginThrottle",
+           "ThrottlePolicy", "network_key"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +112,28 @@ class _Entry:
         self.locked_until = 0.0
 
 
-class MemoryLoginThrottle:
+class _Throttle:
+    policy: ThrottlePolicy
+
+    def _delay(self, failures: int) -> float:
+        p = self.policy
+        extra = failures - p.free_failures
+        if extra <= 0:
+            return 0.0
+        return min(p.max_delay, p.base_delay * (2 ** min(extra - 1, 30)))
+
+    @staticmethod
+    def _keys(ip: str | None, user: str | None) -> list[tuple[str, str]]:
+        keys = []
+        net = network_key(ip)
+        if net:
+            keys.append(("ip", "n:" + net))
+        if user:
+            keys.append(("user", "u:" + user[:300]))
+        return keys
+
+
+class MemoryLoginThrottle(_Throttle):
     """``LoginThrottle`` with counters in this process (see the module docstring)."""
 
     def __init__(self, policy: ThrottlePolicy | None = None, *,
@@ -145,23 +178,6 @@ class MemoryLoginThrottle:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _delay(self, failures: int) -> float:
-        p = self.policy
-        extra = failures - p.free_failures
-        if extra <= 0:
-            return 0.0
-        return min(p.max_delay, p.base_delay * (2 ** min(extra - 1, 30)))
-
-    @staticmethod
-    def _keys(ip: str | None, user: str | None) -> list[tuple[str, str]]:
-        keys = []
-        net = network_key(ip)
-        if net:
-            keys.append(("ip", "n:" + net))
-        if user:
-            keys.append(("user", "u:" + user))
-        return keys
-
     def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
@@ -179,3 +195,133 @@ class MemoryLoginThrottle:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+async def _count_failure(conn, key: str, ms: int, window_start: int) -> int:
+    """One more failure of ``key`` (a new window when the old one is over); the new count.
+    Atomic under concurrent writers: an UPDATE … RETURNING, else an insert that does nothing
+    when another process inserted the row first (then the update again)."""
+    from sqlalchemy import case
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from mailserver.store import schema
+
+    t = schema.login_failures
+    stale = t.c.first_at <= window_start
+    bump = t.update().where(t.c.key == key).values(
+        failures=case((stale, 1), else_=t.c.failures + 1),
+        first_at=case((stale, ms), else_=t.c.first_at), last_at=ms).returning(t.c.failures)
+    for _ in range(2):
+        n = (await conn.execute(bump)).scalar()
+        if n is not None:
+            return int(n)
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        inserted = await conn.execute(dialect.insert(t).values(
+            key=key, failures=1, first_at=ms, last_at=ms, locked_until=0
+        ).on_conflict_do_nothing())
+        if inserted.rowcount:
+            return 1
+    return 1
+
+
+class StoreLoginThrottle(_Throttle):
+    """``LoginThrottle`` shared through the store (see the module docstring)."""
+
+    def __init__(self, db, policy: ThrottlePolicy | None = None, *,
+                 clock: Callable[[], float] = time.time, refresh: float = 1.0) -> None:
+        self.db = db
+        self.policy = policy or ThrottlePolicy()
+        self.clock = clock
+        self.refresh = refresh
+        self._locked: dict[str, float] = {}  # key -> locked until (epoch s), from the store
+        self._failing: set[str] = set()  # keys with failures in the window, from the store
+        self._local: dict[str, float] = {}  # keys this process saw fail -> when
+        self._loaded_at = float("-inf")
+        self._loading: asyncio.Task | None = None
+        self._purged_at = 0.0
+
+    async def check(self, ip: str | None, user: str | None) -> ThrottleDecision:
+        now = self.clock()
+        if now - self._loaded_at >= self.refresh:
+            await self._reload()
+        for kind, key in self._keys(ip, user):
+            until = self._locked.get(key, 0.0)
+            if until > now:
+                return ThrottleDecision(False, retry_after=until - now, reason=kind)
+        return ALLOW
+
+    async def failed(self, ip: str | None, user: str | None) -> ThrottleDecision:
+        from mailserver.store import schema
+
+        now = self.clock()
+        p = self.policy
+        t = schema.login_failures
+        ms, window_start = int(now * 1000), int((now - p.window) * 1000)
+        worst = 0
+        locked: tuple[str, float] | None = None
+        try:
+            async with self.db.write() as conn:
+                for kind, key in self._keys(ip, user):
+                    self._local[key] = now
+                    n = await _count_failure(conn, key, ms, window_start)
+                    worst = max(worst, n)
+                    if n >= p.lockout_after:
+                        until = now + p.lockout
+                        await conn.execute(t.update().where(t.c.key == key).values(
+                            failures=0, first_at=ms, locked_until=int(until * 1000)))
+                        self._locked[key] = until
+                        locked = (kind, p.lockout)
+                if now - self._purged_at > 60:
+                    self._purged_at = now
+                    await conn.execute(t.delete().where(
+                        (t.c.last_at < window_start) & (t.c.locked_until < ms)))
+        except Exception:
+            log.exception("login throttle: recording a failure failed")
+        delay = self._delay(worst)
+        if locked is not None:
+            return ThrottleDecision(False, delay=delay, retry_after=locked[1], reason=locked[0])
+        return ThrottleDecision(True, delay=delay)
+
+    async def succeeded(self, ip: str | None, user: str | None) -> None:
+        if not user:
+            return
+        key = "u:" + user[:300]
+        if key not in self._failing and key not in self._local:
+            return  # nothing to clear: no query on the common path
+        from mailserver.store import schema
+
+        self._local.pop(key, None)
+        self._failing.discard(key)
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(schema.login_failures.delete().where(
+                    schema.login_failures.c.key == key))
+        except Exception:
+            log.exception("login throttle: clearing %s failed", key)
+
+    async def _reload(self) -> None:
+        # one refresh at a time; concurrent checks wait for it instead of querying too
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        from mailserver.store import schema
+
+        now = self.clock()
+        t = schema.login_failures
+        ms, window_start = int(now * 1000), int((now - self.policy.window) * 1000)
+        try:
+            async with self.db.read() as conn:
+                rows = (await conn.execute(
+                    t.select().with_only_columns(t.c.key, t.c.locked_until).where(
+                        (t.c.last_at >= window_start) | (t.c.locked_until > ms)))).all()
+        except Exception:
+            log.exception("login throttle: reading the store failed")
+            self._loaded_at = now  # fail open until the next refresh
+            return
+        self._locked = {r.key: r.locked_until / 1000 for r in rows if r.locked_until > ms}
+        self._failing = {r.key for r in rows}
+        cutoff = now - self.policy.window
+        self._local = {k: v for k, v in self._local.items() if v > cutoff}
+        self._loaded_at = now

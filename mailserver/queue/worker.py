@@ -70,6 +70,7 @@ from mailserver.queue.retry import next_attempt_at
 from mailserver.queue.routing import Route, RoutingError, host_addresses, route_domain
 from mailserver.queue.smtpclient import Reply, SmtpClient, SmtpClientError, prepare_data, xtext
 from mailserver.queue.store import ClaimedRecipient
+from mailserver.store import submissions as submission_status
 
 log = logging.getLogger(__name__)
 
@@ -660,6 +661,9 @@ class QueueWorker:
         now, plan, dsn_blobs = prepared
         finishes = [o for o, step, _n, _d in plan if step == "finish"]
         done = await store.finish_many(conn, [o.rcpt for o in finishes], now)
+        # EmailSubmission deliveryStatus: the final answer, before the queue row is gone
+        await submission_status.record_final_outcomes(
+            conn, [o for o in finishes if o.rcpt.id in done])
         for o in finishes:
             forwards = [a for a in o.forwards if store.domain_of(a)]
             if o.rcpt.id in done and forwards:

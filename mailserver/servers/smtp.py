@@ -22,7 +22,8 @@ MX (RFC 5321):
 Submission (RFC 6409, RFC 8314):
 - AUTH PLAIN/LOGIN is required before MAIL (530 5.7.0); with ``tls = "required"`` AUTH is
   offered only after STARTTLS (465 is TLS from the first byte). Failed logins go through
-  ``MemoryLoginThrottle`` per IP and per login (tarpit, then 454 4.7.0 lock-out), and
+  the app's shared login throttle (``mailserver.auth.throttle``: per network and per login,
+  counted across every daemon and node; tarpit, then 454 4.7.0 lock-out), and
   ``limits.max_auth_failures`` per connection close it.
 - The envelope sender and every ``From:`` address must belong to the user (login or an alias
   resolving to the account; ``+tag`` sub-addresses allowed): else 553 5.7.1.
@@ -50,7 +51,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mailserver.auth.throttle import MemoryLoginThrottle
 from mailserver.delivery import DELIVERED, FAILED, QUOTA_PERM, QUOTA_TEMP, UNKNOWN, DeliveryResult
 from mailserver.mailauth import inbound, signing
 from mailserver.mailauth.dns import Resolver
@@ -352,7 +352,7 @@ class SubmissionDaemon(SmtpDaemon):
 
     def __init__(self, app: Any, section: Any) -> None:
         super().__init__(app, section)
-        self.throttle = MemoryLoginThrottle()
+        self.throttle = app.login_throttle  # shared with every daemon (StoreLoginThrottle)
         self.local = LocalRecipients(app)
         self.dkim_keys = signing.SigningKeyCache(app.directory)
 
@@ -454,7 +454,10 @@ class SubmissionDaemon(SmtpDaemon):
             if remote:
                 await enqueue(self.app, event, raw, [(r.address, r) for r in remote], account_id)
             if local:
-                result = await self.app.deliverer.deliver(raw, list(local))
+                # RFC 5321 §4.4: the final delivery writes Return-Path (vacation replies use it)
+                trace = f"Return-Path: <{event.mail_from.address}>\r\n".encode(
+                    "utf-8", "surrogateescape")
+                result = await self.app.deliverer.deliver(trace + raw, list(local))
                 reply = await combined_reply(self.app, s, event, raw, result, local, account_id)
                 if reply.code >= 400 and remote:
                     # the remote copies are queued, so the message is accepted: the local

@@ -41,6 +41,7 @@ from sqlalchemy import Select, and_, bindparam, delete, func, insert, select, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailserver.auth.cache import VerifiedLoginCache
 from mailserver.auth.passwords import (
     DEFAULT_ARGON2,
     Argon2Params,
@@ -270,6 +271,17 @@ def _account_select() -> Select:
     return select(*_ACCOUNT_COLUMNS).select_from(_A.join(_D, _A.c.domain_id == _D.c.id))
 
 
+# Built once: the statement's SQL is then compiled once per dialect and looked up by identity.
+_AUTH_SELECT = (select(*_ACCOUNT_COLUMNS, _A.c.password_hash)
+                .select_from(_A.join(_D, _A.c.domain_id == _D.c.id))
+                .where(_A.c.login == bindparam("login")))
+
+
+async def _auth_row(conn: AsyncConnection, login: str) -> Any:
+    """The account row plus its password hash (``authenticate``), or None."""
+    return (await conn.execute(_AUTH_SELECT, {"login": login})).first()
+
+
 def _account(row: Any) -> Account:
     return Account(id=row[0], login=row[1], domain=row[2], display_name=row[3],
                    quota_bytes=row[4], used_bytes=row[5], disabled=bool(row[6]),
@@ -284,10 +296,14 @@ class Directory:
     """
 
     def __init__(self, db: Database, *, password_params: Argon2Params = DEFAULT_ARGON2,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 login_cache: VerifiedLoginCache | None = None) -> None:
         self.db = db
         self.password_params = password_params
         self.clock = clock
+        # ``authenticate`` skips the hash for a password that verified moments ago against
+        # the same stored hash (mailserver.auth.cache; VerifiedLoginCache(ttl=0) turns it off)
+        self.login_cache = login_cache if login_cache is not None else VerifiedLoginCache()
         self._dummy_hash: str | None = None
 
     def _now(self) -> int:
@@ -495,6 +511,10 @@ class Directory:
         Disabled accounts never authenticate. A legacy or weaker hash is replaced by a fresh
         argon2id hash after a successful check (compare-and-set, so a concurrent password
         change wins). Unknown logins cost one hash check too, so timing does not reveal them.
+        A password that verified within ``login_cache.ttl`` against the account's current
+        stored hash is accepted without hashing again (``mailserver.auth.cache``); the account
+        row is read every time, so a changed password or a disabled account takes effect at
+        once. The row is read in one hop (``Database.run_read``).
         """
         try:
             login = normalize_address(login)
@@ -502,11 +522,7 @@ class Directory:
             login = ""
         row = None
         if login:
-            async with self.db.read() as conn:
-                row = (await conn.execute(
-                    select(*_ACCOUNT_COLUMNS, _A.c.password_hash)
-                    .select_from(_A.join(_D, _A.c.domain_id == _D.c.id))
-                    .where(_A.c.login == login))).first()
+            row = await self.db.run_read(lambda conn: _auth_row(conn, login))
         if row is None:
             await averify_password(await self._get_dummy_hash(), password)
             return None
@@ -516,6 +532,10 @@ class Directory:
             by_token = await self.authenticate_token(password, kind="app_password")
             if by_token is not None and by_token.id == account.id:
                 return by_token
+        cache = self.login_cache
+        if cache.hit(login, password, stored) and not needs_rehash(stored,
+                                                                   self.password_params):
+            return None if account.disabled else account
         if not await averify_password(stored, password):
             return None
         if account.disabled:
@@ -523,10 +543,37 @@ class Directory:
         if needs_rehash(stored, self.password_params):
             fresh = await ahash_password(password, self.password_params)
             async with self.db.write() as conn:
-                await conn.execute(update(_A).where(_A.c.id == account.id,
-                                                    _A.c.password_hash == stored)
-                                   .values(password_hash=fresh))
+                res = await conn.execute(update(_A).where(_A.c.id == account.id,
+                                                          _A.c.password_hash == stored)
+                                         .values(password_hash=fresh))
+            if res.rowcount == 1:
+                cache.remember(login, password, fresh)
+        else:
+            cache.remember(login, password, stored)
         return account
+
+    async def authenticate_cached(self, conn: AsyncConnection, login: str,
+                                  password: str) -> Account | None:
+        """The account when ``password`` is in the verified-login cache for ``login`` and the
+        account (read on ``conn``, so this can run inside a caller's transaction) still has
+        the stored hash it verified against and is enabled. None means "not known here", not
+        "wrong": the caller then runs ``authenticate``. Never hashes, never writes, and reads
+        nothing unless the cache holds this password."""
+        try:
+            login = normalize_address(login)
+        except InvalidName:
+            return None
+        cache = self.login_cache
+        if not cache.candidate(login, password):
+            return None
+        row = await _auth_row(conn, login)
+        if row is None:
+            return None
+        stored = row[8]
+        if not cache.hit(login, password, stored) or needs_rehash(stored, self.password_params):
+            return None
+        account = _account(row)
+        return None if account.disabled else account
 
     async def _get_dummy_hash(self) -> str:
         if self._dummy_hash is None:

@@ -437,3 +437,67 @@ rest_mutations = Table(
     Column("created_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
+
+# --------------------------------------------------------------------------------------------
+# JMAP Identity and VacationResponse (RFC 8621 §6, §8; mailserver.servers.jmap.identity and
+# .vacation, mailserver.autoreply) — appended by the JMAP features work (migration 0005).
+# --------------------------------------------------------------------------------------------
+
+# The account's sending identities. ``may_delete`` false marks the default identity of an
+# owned address (one per address, kept in step with the account's addresses; editable, not
+# deletable). ``reply_to`` and ``bcc`` are JSON lists of {"name", "email"} or NULL.
+identities = Table(
+    "identities",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("id", BigInteger, nullable=False, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("reply_to", Text, nullable=True),
+    Column("bcc", Text, nullable=True),
+    Column("text_signature", Text, nullable=False, server_default=""),
+    Column("html_signature", Text, nullable=False, server_default=""),
+    Column("may_delete", Boolean, nullable=False, server_default="1"),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+# The VacationResponse singleton of an account (no row = disabled). Dates are epoch seconds.
+vacation_responses = Table(
+    "vacation_responses",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("is_enabled", Boolean, nullable=False, server_default="0"),
+    Column("from_date", BigInteger, nullable=True),
+    Column("to_date", BigInteger, nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("text_body", Text, nullable=True),
+    Column("html_body", Text, nullable=True),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+# Who got an auto-reply when (RFC 5230 §4.2 / RFC 3834 §2: at most one per sender per period),
+# shared by every process; cleared when the VacationResponse is changed.
+vacation_replies = Table(
+    "vacation_replies",
+    metadata,
+    Column("account_id", BigInteger, nullable=False, primary_key=True),
+    Column("sender", String(320), nullable=False, primary_key=True),  # lowercase
+    Column("replied_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+)
+
+# EmailSubmission ↔ queue message, for the worker recording final recipient outcomes.
+Index("ix_email_submissions_account_id_queue_message_id",
+      email_submissions.c.account_id, email_submissions.c.queue_message_id)
+
+# Failed logins per network and per login name (mailserver.auth.throttle.StoreLoginThrottle),
+# shared by every daemon on every node. Times are epoch milliseconds.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(320), primary_key=True),  # "n:<network>" or "u:<login>"
+    Column("failures", Integer, nullable=False),  # in the window that began at first_at
+    Column("first_at", BigInteger, nullable=False),
+    Column("last_at", BigInteger, nullable=False),
+    Column("locked_until", BigInteger, nullable=False, server_default="0"),
+)

@@ -1,14 +1,17 @@
 """JMAP daemon benchmark: concurrent clients doing Email/query + Email/get over HTTP and WebSocket.
 
     .venv/bin/python scripts/bench/jmap.py [--messages 10000] [--clients 20] [--duration 10]
-                                           [--database-url URL]
+                                           [--database-url URL] [--deliveries-per-second N]
 
 A server process builds a mailbox of ``--messages`` messages (through the Deliverer, the ingest
 path) and runs the JMAP daemon; this process runs ``--clients`` concurrent clients, each one
 repeating one JMAP request: Email/query (inbox, newest first, 50) + Email/get of those 50 (the
 list properties a mail client shows), and every 10th request a Mailbox/changes poll instead.
 First over HTTP (one aiohttp session per client), then over WebSocket (one socket per client).
-The last lines print requests/s and latency percentiles of each transport.
+The last lines print requests/s, latency percentiles and the server process's CPU time per
+request (all its threads) of each transport; the CPU figure is the one to compare on a busy
+machine, where wall-clock figures mean little. ``--deliveries-per-second N`` keeps delivering
+new mail meanwhile, so that the answers the daemon remembers per account state go stale.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import base64
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -55,7 +59,20 @@ async def fill_mailbox(env, messages: int, batch: int = 500) -> None:
         await env.app.deliverer.committer.submit(account_id, work)
 
 
-def server(messages: int, database_url: str | None, conn) -> None:
+async def keep_delivering(env, rate: float) -> None:
+    """``rate`` new messages a second into alice's INBOX while the clients run: every one
+    changes the account's state, so list views cannot be answered from what is known."""
+    n = 0
+    while True:
+        await asyncio.sleep(1 / rate)
+        n += 1
+        raw = (f"From: Live <live@example.org>\r\nTo: alice@example.test\r\n"
+               f"Subject: Live {n}\r\nMessage-ID: <live{n}@example.org>\r\n\r\n"
+               f"Arrived while the clients ran.\r\n").encode()
+        await env.app.deliverer.deliver(raw, ["alice@example.test"])
+
+
+def server(messages: int, database_url: str | None, conn, rate: float = 0.0) -> None:
     async def main() -> None:
         from mailserver.testing.daemons import daemon_env
 
@@ -72,8 +89,15 @@ def server(messages: int, database_url: str | None, conn) -> None:
                 daemon.service.limits = replace(daemon.service.limits,
                                                 max_concurrent_requests=1000)
                 host, port = env.address("jmap")
-                conn.send((host, port, f"a{env.account_ids['alice']}", fill))
-                await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+                conn.send((host, port, f"a{env.account_ids['alice']}", fill, os.getpid()))
+                # "cpu" → this process's CPU seconds so far (every thread: the event loop and
+                # the SQLite connection threads); anything else stops the server
+                loop = asyncio.get_running_loop()
+                writer = asyncio.ensure_future(keep_delivering(env, rate)) if rate else None
+                while await loop.run_in_executor(None, conn.recv) == "cpu":
+                    conn.send(time.process_time())
+                if writer is not None:
+                    writer.cancel()
 
     asyncio.run(main())
 
@@ -146,11 +170,12 @@ async def run_clients(base: str, account: str, clients: int, duration: float,
         return latencies
 
 
-def report(name: str, latencies: list[float], duration: float) -> str:
+def report(name: str, latencies: list[float], duration: float, cpu: float) -> str:
     lat = sorted(latencies)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
     return (f"{name:9s} {len(lat) / duration:8.0f} requests/s   p50 {p(0.5):6.1f} ms   "
             f"p99 {p(0.99):6.1f} ms   mean {statistics.mean(lat) * 1000:6.1f} ms   "
+            f"server CPU {cpu * 1000 / max(1, len(lat)):5.2f} ms/request   "
             f"({len(lat)} requests)")
 
 
@@ -160,26 +185,37 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    ap.add_argument("--deliveries-per-second", type=float, default=0.0,
+                    help="deliver new mail while the clients run (its CPU counts as the "
+                         "server's); default 0")
     args = ap.parse_args()
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(target=server, args=(
-        args.messages, args.database_url, child), daemon=True)
+        args.messages, args.database_url, child, args.deliveries_per_second), daemon=True)
     proc.start()
-    host, port, account, fill = parent.recv()
+    host, port, account, fill, pid = parent.recv()
     print(f"mailbox filled: {args.messages} messages in {fill:.1f} s "
-          f"({args.messages / fill:.0f} deliveries/s)")
+          f"({args.messages / fill:.0f} deliveries/s); server pid {pid}")
+
+    def server_cpu() -> float:
+        parent.send("cpu")
+        return parent.recv()
+
     base = f"http://{host}:{port}"
     lines = []
     try:
         for transport in ("http", "websocket"):
+            cpu0 = server_cpu()
             lat = asyncio.run(run_clients(base, account, args.clients, args.duration,
                                           transport))
-            lines.append(report(transport, lat, args.duration))
+            lines.append(report(transport, lat, args.duration, server_cpu() - cpu0))
     finally:
         parent.send("stop")
         proc.join(30)
+    live = (f", {args.deliveries_per_second:g} deliveries/s meanwhile"
+            if args.deliveries_per_second else "")
     print(f"JMAP, {args.clients} clients, Email/query + Email/get of 50 "
-          f"(every 10th request Mailbox/changes), mailbox of {args.messages}:")
+          f"(every 10th request Mailbox/changes), mailbox of {args.messages}{live}:")
     for line in lines:
         print(line)
     return 0

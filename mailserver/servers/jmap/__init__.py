@@ -6,16 +6,20 @@ may share a port) under one aiohttp ``AppRunner``, and returns a ``JmapDaemon`` 
 closes the push streams and WebSockets, then the listeners.
 
 Layout: ``service`` (HTTP routes, auth, upload/download, push), ``core`` (request processing,
-result references, errors, limits), ``mail`` (Mailbox/Thread/Email/SearchSnippet/Identity/
-Quota methods), ``emailview`` (Email properties from the store and the blob), ``draft``
+result references, errors, limits), ``mail`` (Mailbox/Thread/Email/SearchSnippet/Quota
+methods), ``emailview`` (Email properties from the store and the blob), ``draft``
 (the message of an Email/set create), ``snippets`` (SearchSnippet), ``ids``, ``queries`` (the
 few SQL reads the store does not offer), ``errors``.
 
 Also: ``blob`` (RFC 9404 Blob/*), ``pushsub`` (PushSubscription), ``submission``
-(EmailSubmission), ``rest`` (the /v1 REST facade and its OpenAPI document).
+(EmailSubmission get/set/changes/query/queryChanges, deliveryStatus from the queue),
+``identity`` (Identity get/changes/set, one default identity per owned address),
+``vacation`` (VacationResponse; the auto-replies themselves are ``mailserver.autoreply``,
+called by the ingest path), ``rest`` (the /v1 REST facade and its OpenAPI document).
 
 Not here (yet): PROXY protocol on JMAP listeners (refused at start when configured),
-VacationResponse, Mailbox/queryChanges (always cannotCalculateChanges), Email/copy between accounts
+delayed send (EmailSubmission ``maxDelayedSend`` 0), dsnBlobIds/mdnBlobIds (always empty),
+Mailbox/queryChanges (always cannotCalculateChanges), Email/copy between accounts
 (an account sees only itself), Web Push encryption (PushSubscription ``keys``).
 """
 

@@ -36,7 +36,8 @@ SUBMISSION = "urn:ietf:params:jmap:submission"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 QUOTA = "urn:ietf:params:jmap:quota"
 BLOB = "urn:ietf:params:jmap:blob"
-KNOWN_CAPABILITIES = frozenset({CORE, MAIL, SUBMISSION, WEBSOCKET, QUOTA, BLOB})
+VACATION = "urn:ietf:params:jmap:vacationresponse"
+KNOWN_CAPABILITIES = frozenset({CORE, MAIL, SUBMISSION, WEBSOCKET, QUOTA, BLOB, VACATION})
 
 MiB = 1024 * 1024
 

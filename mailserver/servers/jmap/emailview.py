@@ -15,6 +15,9 @@ Email/get of the usual list properties never reads a blob.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
+import json
 import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -403,3 +406,198 @@ def body_value(raw: bytes, p: MimePart, max_bytes: int) -> dict[str, Any]:
         value = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
         truncated = True
     return {"value": value, "isEncodingProblem": problem, "isTruncated": truncated}
+
+
+# ---------------------------------------------------------------------------------------------
+# The list view: Email/get of summary properties from a per-process cache
+# ---------------------------------------------------------------------------------------------
+
+# Served by ``render_listed`` without the MIME structure or the blob: what mail clients ask for
+# when they show a mailbox. Everything else goes through ``render_email`` (mail.py).
+LIST_PROPERTIES = frozenset({
+    "id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "messageId",
+    "inReplyTo", "references", "sender", "from", "to", "cc", "bcc", "replyTo", "subject",
+    "sentAt", "hasAttachment", "preview"})
+_ADDRESS_PROPS = ("from", "sender", "replyTo", "to", "cc", "bcc")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The immutable properties of one Email (RFC 8621 §4.1: all but keywords and
+    mailboxIds): ``props`` JSON-ready, ``members`` each as its serialized ``"name":value``.
+    ``blob_id`` and ``created_modseq`` identify the stored email it was made from: a cached
+    entry that does not match the row read now is not used."""
+
+    blob_id: str
+    created_modseq: int
+    props: dict[str, Any]
+    members: dict[str, str]
+    views: dict[tuple[str, ...], Any]  # render_listed's work per property list
+
+
+# what the daemon serializes responses with (service._dumps): fragments must be identical
+_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
+def summary_from_row(r: Any) -> Summary:
+    """A ``queries.SUMMARY_COLUMNS`` row → Summary (same values as ``render_email``)."""
+    (_id, blob_id, created_modseq, size, received_at, sent_at, thread_id, subject, message_id,
+     in_reply_to, references, preview, has_attachment, *addresses) = r
+    props: dict[str, Any] = {
+        "blobId": blob_id, "threadId": ids.thread_id(thread_id), "size": size,
+        "receivedAt": utc_date(received_at), "messageId": [message_id] if message_id else None,
+        "inReplyTo": in_reply_to.split() or None, "references": references.split() or None,
+        "subject": subject or None, "sentAt": utc_date(sent_at),
+        "hasAttachment": bool(has_attachment), "preview": preview}
+    for prop, value in zip(_ADDRESS_PROPS, addresses):
+        props[prop] = (json.loads(value) if value and value != "[]" else None) or None
+    return Summary(blob_id, created_modseq, props,
+                   {p: f'"{p}":{_dumps(v)}' for p, v in props.items()}, {})
+
+
+class SummaryCache:
+    """Email summaries by (account id, email id), owned by one JMAP process.
+
+    Emails are immutable apart from keywords and mailboxes (which are read fresh every time),
+    and email ids are never reused within an account, so an entry never needs invalidating;
+    the blob id / creation MODSEQ check guards against an account id reused after deletion.
+    Bounded: the oldest entries go first (~2 KiB each with their renderings)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, int], Summary] = {}
+        self._keywords: dict[str, tuple[dict[str, bool], str]] = {}
+
+    def get(self, key: tuple[int, int]) -> Summary | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[int, int], summary: Summary) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = summary
+        if len(entries) > self.max_entries:
+            for old in list(itertools.islice(entries, len(entries) - self.max_entries)):
+                del entries[old]
+
+    def keywords(self, stored: str) -> tuple[dict[str, bool], str]:
+        """Stored keywords → (JMAP keywords object, its ``"keywords":…`` member): a mailbox
+        has few distinct keyword sets."""
+        hit = self._keywords.get(stored)
+        if hit is None:
+            value = dict.fromkeys(sorted(set(stored.split())), True)
+            hit = (value, f'"keywords":{_dumps(value)}')
+            if len(self._keywords) >= 1000:
+                self._keywords.clear()
+            self._keywords[stored] = hit
+        return hit
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_HOLE = "\x00"  # never in JSON text (JSON escapes NUL): marks where a fresh member goes
+_FRESH = frozenset({"keywords", "mailboxIds"})
+
+
+def _view(email_id: int, props: tuple[str, ...], summary: Summary):
+    """(dict with every property of ``props`` in order — fresh ones None —, the JSON text
+    around the fresh members, which fresh members in order) for one Email and ``props``."""
+    base: dict[str, Any] = {}
+    members: list[str] = []
+    fresh: list[str] = []
+    for p in dict.fromkeys(props):  # a property asked twice is one member
+        if p == "id":
+            base[p] = ids.email_id(email_id)
+            members.append(f'"id":"{base[p]}"')
+        elif p in _FRESH:
+            base[p] = None
+            members.append(_HOLE)
+            fresh.append(p)
+        else:
+            base[p] = summary.props[p]
+            members.append(summary.members[p])
+    return base, ("{" + ",".join(members) + "}").split(_HOLE), tuple(fresh)
+
+
+def render_listed(cache: SummaryCache, email_id: int, props: tuple[str, ...],
+                  summary: Summary, keywords: str,
+                  mailboxes: list[int] | None) -> tuple[dict[str, Any], str]:
+    """One Email of ``LIST_PROPERTIES`` (``props`` ⊆ them), the same as ``render_email``,
+    and its JSON text (what ``_dumps`` would make of it). The immutable part of both is made
+    once per email and property list (``Summary.views``); keywords and mailboxes are filled
+    in. The values are shared with the cache: never mutated downstream."""
+    view = summary.views.get(props)
+    if view is None:
+        if len(summary.views) >= 8:  # clients use one or two property lists; stay bounded
+            summary.views.clear()
+        view = summary.views[props] = _view(email_id, props, summary)
+    base, segments, fresh = view
+    out = base.copy()
+    if not fresh:
+        return out, segments[0]
+    parts = [segments[0]]
+    for i, p in enumerate(fresh, 1):
+        if p == "keywords":
+            value, text = cache.keywords(keywords)
+            out[p] = dict(value)
+        else:
+            boxes = sorted(mailboxes or ())
+            out[p] = {f"m{m}": True for m in boxes}
+            text = '"mailboxIds":{' + ",".join([f'"m{m}":true' for m in boxes]) + "}"
+        parts.append(text)
+        parts.append(segments[i])
+    return out, "".join(parts)
+
+
+class StateCache:
+    """Answers that hold for one account at one account MODSEQ (a list view's page of ids;
+    an Email's keywords, mailboxes, summary and rendering), owned by one JMAP process.
+
+    Exact, not a heuristic: every transaction that changes an account's mail bumps
+    ``accounts.modseq`` inside it (``accountlock.begin_change``), and an entry is only used
+    by a read whose own snapshot has the MODSEQ the entry was read at. A mail client polling
+    an unchanged mailbox then costs one tiny SELECT per method. Bounded in entries over all
+    accounts (dropped all at once past ``max_entries``: they are only a shortcut). ``at`` may
+    be called from the reader threads, ``put`` from the event loop only."""
+
+    MISSING = object()
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._accounts: dict[int, tuple[int, dict[Any, Any]]] = {}
+        self._count = 0
+
+    def at(self, account_id: int, modseq: int) -> dict[Any, Any]:
+        """What is known of the account at ``modseq`` (read it with ``get(key, MISSING)``)."""
+        hit = self._accounts.get(account_id)
+        return hit[1] if hit is not None and hit[0] == modseq else {}
+
+    def put(self, account_id: int, modseq: int, key: Any, value: Any) -> None:
+        """Record ``value`` as the answer for ``key`` read at ``modseq`` (ignored when a newer
+        MODSEQ of the account is already known)."""
+        hit = self._accounts.get(account_id)
+        if hit is None or hit[0] < modseq:
+            if hit is not None:
+                self._count -= len(hit[1])
+            hit = self._accounts[account_id] = (modseq, {})
+        elif hit[0] > modseq:
+            return
+        if self._count >= self.max_entries:
+            self._accounts.clear()
+            self._count = 0
+            hit = self._accounts[account_id] = (modseq, {})
+        if key not in hit[1]:
+            self._count += 1
+        hit[1][key] = value
+
+
+class PrerenderedList(dict):
+    """A ``/get`` response whose ``list`` is also at hand as JSON text (``list_json``):
+    ``service.dumps_response`` splices it in instead of encoding the list again. Still a plain
+    dict for result references (RFC 8620 §3.7) and any other reader."""
+
+    __slots__ = ("list_json",)
+
+    def __init__(self, value: dict[str, Any], list_json: str) -> None:
+        super().__init__(value)
+        self.list_json = list_json

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import and_, func, literal, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -161,3 +162,110 @@ async def emails_for_get(conn: AsyncConnection, account_id: int, email_ids: list
                 json.loads(m["structure_json"]) if need_structure else {},
                 r.created_modseq, r.updated_modseq, boxes.get(r.id, {}))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot paths of a mail client's list view (Email/query of a mailbox + Email/get of the page):
+# plain driver SQL, tuples out. Measured on a 10,000-message mailbox: building, compiling and
+# row-mapping the SQLAlchemy statements cost more CPU than SQLite running them.
+# ---------------------------------------------------------------------------------------------
+
+def _marks(conn: AsyncConnection, n: int, start: int = 1) -> str:
+    """``n`` driver placeholders from position ``start``: ``?`` (SQLite), ``$k`` (asyncpg)."""
+    if conn.dialect.paramstyle == "qmark":
+        return ",".join("?" * n)
+    return ",".join(f"${k}" for k in range(start, start + n))
+
+
+def _sql(conn: AsyncConnection, statement: str) -> str:
+    """``statement`` written with ``?`` placeholders, in the driver's own style."""
+    if conn.dialect.paramstyle == "qmark":
+        return statement
+    parts = statement.split("?")
+    return "".join(p + (f"${k}" if k < len(parts) else "") for k, p in enumerate(parts, 1))
+
+
+async def fetch_rows(conn: AsyncConnection, statement: str, params: tuple) -> list[Any]:
+    """``statement`` (driver placeholders) → its rows as tuples; straight on the ``sqlite3``
+    connection when the JMAP SQLite reader lends it (``sqlitereader.ReaderConnection``)."""
+    dbapi = getattr(conn, "dbapi", None)
+    if dbapi is not None:
+        return dbapi.execute(statement, params).fetchall()
+    return (await conn.exec_driver_sql(statement, params)).fetchall()
+
+
+async def account_modseq_fast(conn: AsyncConnection, account_id: int) -> int:
+    rows = await fetch_rows(conn, _sql(conn, "SELECT modseq FROM accounts WHERE id = ?"),
+                            (account_id,))
+    return rows[0][0]
+
+
+async def mailbox_page(conn: AsyncConnection, account_id: int, mailbox_id: int | None,
+                       descending: bool, offset: int, limit: int) -> list[int]:
+    """Email ids of one mailbox (or the account when ``mailbox_id`` is None) by receivedAt,
+    ties by id in the same direction, ``limit`` from ``offset``: walks the (account,
+    receivedAt) index and stops at the limit instead of sorting the mailbox."""
+    d = "DESC" if descending else "ASC"
+    if mailbox_id is None:
+        sql = (f"SELECT e.id FROM emails e WHERE e.account_id = ? "
+               f"ORDER BY e.received_at {d}, e.id {d} LIMIT ? OFFSET ?")
+        params: tuple = (account_id, limit, offset)
+    else:
+        sql = (f"SELECT e.id FROM emails e WHERE e.account_id = ? AND EXISTS ("
+               f"SELECT 1 FROM mailbox_messages m WHERE m.account_id = e.account_id "
+               f"AND m.email_id = e.id AND m.mailbox_id = ?) "
+               f"ORDER BY e.received_at {d}, e.id {d} LIMIT ? OFFSET ?")
+        params = (account_id, mailbox_id, limit, offset)
+    return [r[0] for r in await fetch_rows(conn, _sql(conn, sql), params)]
+
+
+# the immutable part of an Email (RFC 8621 §4.1: everything but keywords and mailboxIds)
+SUMMARY_COLUMNS = ("id, blob_id, created_modseq, size, received_at, sent_at, thread_id, "
+                   "subject, message_id, in_reply_to, \"references\", preview, "
+                   "has_attachment, from_json, sender_json, reply_to_json, to_json, cc_json, "
+                   "bcc_json")
+
+
+async def email_list_rows(conn: AsyncConnection, account_id: int, email_ids: list[int],
+                          cached: Any, *, mailboxes: bool):
+    """What an Email/get of list properties reads, in one transaction, for ``email_ids``:
+
+    - ``keywords``: id → stored keywords of every email that exists;
+    - ``hits``: id → the entry of ``cached`` (``get((account_id, email_id))`` → an object with
+      ``blob_id`` and ``created_modseq``, or None) that matches the row read now;
+    - ``summaries``: the ``SUMMARY_COLUMNS`` rows of the others;
+    - ``boxes``: id → mailbox ids, when ``mailboxes``.
+    """
+    keywords: dict[int, str] = {}
+    hits: dict[int, Any] = {}
+    summaries: list[tuple] = []
+    boxes: dict[int, list[int]] = defaultdict(list)
+    for i in range(0, len(email_ids), 500):
+        chunk = email_ids[i:i + 500]
+        n = len(chunk)
+        rows = await fetch_rows(
+            conn, f"SELECT id, blob_id, created_modseq, keywords FROM emails "
+            f"WHERE account_id = {_marks(conn, 1)} AND id IN ({_marks(conn, n, 2)})",
+            (account_id, *chunk))
+        missing = []
+        for r in rows:
+            keywords[r[0]] = r[3]
+            hit = cached.get((account_id, r[0]))
+            if hit is None or hit.blob_id != r[1] or hit.created_modseq != r[2]:
+                missing.append(r[0])
+            else:
+                hits[r[0]] = hit
+        if missing:
+            summaries.extend(await fetch_rows(
+                conn, f"SELECT {SUMMARY_COLUMNS} FROM emails WHERE account_id = "
+                f"{_marks(conn, 1)} AND id IN ({_marks(conn, len(missing), 2)})",
+                (account_id, *missing)))
+        if mailboxes:
+            # uid selected too: with (email_id, mailbox_id) alone SQLite prefers scanning the
+            # covering (account, mailbox, email) index of the whole account — 20× slower
+            for email_id, mailbox_id, _uid in await fetch_rows(
+                    conn, f"SELECT email_id, mailbox_id, uid FROM mailbox_messages "
+                    f"WHERE account_id = {_marks(conn, 1)} AND email_id IN ({_marks(conn, n, 2)})",
+                    (account_id, *chunk)):
+                boxes[email_id].append(mailbox_id)
+    return keywords, hits, summaries, boxes

@@ -40,3 +40,21 @@ async def jmap(make_jmap) -> AsyncIterator[Jmap]:
 async def jmap_any(make_jmap, database_url: str) -> AsyncIterator[Jmap]:
     async with make_jmap(database_url) as j:
         yield j
+
+
+@pytest.fixture
+async def tls_jmap(make_jmap):
+    """A second daemon on an HTTPS listener (jmapc only speaks https): (jmap, host:port,
+    CA file)."""
+    from dataclasses import replace
+
+    from mailserver.servers.jmap import start
+
+    async with make_jmap() as j:
+        section = replace(j.env.app.config.jmap, listen=(), listen_tls=("127.0.0.1:0",))
+        daemon = await start(j.env.app, section)
+        try:
+            [(_lst, sockname)] = daemon.bound
+            yield j, f"127.0.0.1:{sockname[1]}", str(j.env.data_dir / "tls" / "cert.pem")
+        finally:
+            await daemon.stop()

@@ -77,3 +77,28 @@ def message(subject: str = "Hello", body: str = "Hello world", *, sender: str = 
             f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n{extra}\r\n{body}\r\n").encode()
 
 
+
+
+def jmapc_client(host: str, cafile: str):
+    """A ``jmapc`` client for alice trusting the test CA (the certificate names
+    mail.example.test while we dial 127.0.0.1)."""
+    import ssl
+
+    import jmapc
+    from requests.adapters import HTTPAdapter
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+
+    class TestCA(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["ssl_context"] = ctx
+            kwargs["assert_hostname"] = False
+            return super().init_poolmanager(*args, **kwargs)
+
+    client = jmapc.Client.create_with_password(host, "alice@example.test", PASSWORD)
+    session = client.requests_session
+    session.trust_env = False
+    session.verify = cafile
+    session.mount("https://", TestCA())
+    return client

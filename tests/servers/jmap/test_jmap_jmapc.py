@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from jmap_testlib import message
+from jmap_testlib import jmapc_client, message
 
 jmapc = pytest.importorskip("jmapc")
 
@@ -25,46 +25,6 @@ from jmapc.methods import (  # noqa: E402
     ThreadGet,
 )
 
-from mailserver.testing.daemons import PASSWORD  # noqa: E402
-
-
-@pytest.fixture
-async def tls_jmap(make_jmap, tmp_path):
-    async with make_jmap() as j:
-        # a second daemon on an HTTPS listener: jmapc only speaks https
-        from mailserver.servers.jmap import start
-        from dataclasses import replace
-
-        section = replace(j.env.app.config.jmap, listen=(), listen_tls=("127.0.0.1:0",))
-        daemon = await start(j.env.app, section)
-        try:
-            [(_lst, sockname)] = daemon.bound
-            yield j, f"127.0.0.1:{sockname[1]}", str(j.env.data_dir / "tls" / "cert.pem")
-        finally:
-            await daemon.stop()
-
-
-def _client(host: str, cafile: str) -> "jmapc.Client":
-    import ssl
-
-    from requests.adapters import HTTPAdapter
-
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.check_hostname = False  # the test certificate names mail.example.test, we dial 127.0.0.1
-
-    class TestCA(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            kwargs["ssl_context"] = ctx
-            kwargs["assert_hostname"] = False
-            return super().init_poolmanager(*args, **kwargs)
-
-    client = jmapc.Client.create_with_password(host, "alice@example.test", PASSWORD)
-    session = client.requests_session
-    session.trust_env = False
-    session.verify = cafile
-    session.mount("https://", TestCA())
-    return client
-
 
 async def test_jmapc_session_query_get_set(tls_jmap):
     j, host, cafile = tls_jmap
@@ -72,7 +32,7 @@ async def test_jmapc_session_query_get_set(tls_jmap):
     await j.deliver(message("Second", "another", msgid="lib2@x"))
 
     def run() -> dict:
-        client = _client(host, cafile)
+        client = jmapc_client(host, cafile)
         out: dict = {"account": client.account_id}
         out["echo"] = client.request(CoreEcho(data={"hello": "world"}))
         results = client.request([

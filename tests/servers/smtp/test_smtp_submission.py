@@ -65,7 +65,8 @@ async def test_starttls_auth_plain_local_delivery_adds_headers(any_db_env):
     assert await _submit(env, ALICE, ["bob@example.test"], msg()) == {}
     [raw] = await stored(env, "bob")
     head = raw.split(b"\r\n\r\n", 1)[0]
-    assert head.startswith(b"Received: from ")
+    # RFC 5321 §4.4: the final delivery writes Return-Path first
+    assert head.startswith(b"Return-Path: <alice@example.test>\r\nReceived: from ")
     assert b"(authenticated as alice@example.test)" in head and b"with ESMTPSA id" in head
     assert b"\r\nMessage-ID: <" in head and b"@mail.example.test>\r\n" in head
     assert b"\r\nDate: " in head
