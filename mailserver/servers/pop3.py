@@ -3,8 +3,9 @@
 A thin loop around ``protocols.pop3.Connection`` on a ``ListenerGroup`` session; the store,
 directory, blobs and locks do the work. Decisions:
 
-- **Maildrop** = the INBOX as it stood at login (RFC 1939 §8): the message list is read once,
-  after the lock is taken, and never refreshed during the session.
+- **Maildrop** = the INBOX as it stood at login (RFC 1939 §8): the message list is read once
+  (``mailserver.store.maildrop``), in the transaction that takes the lock, after the lock
+  statement, and never refreshed during the session.
 - **One session per maildrop** across processes and nodes: a lease ``pop3`` on the account in
   ``mailserver.store.locks`` (renewed every ttl/3, given back after UPDATE and before the
   QUIT reply, so a client reconnecting at once is not refused). A second login gets
@@ -13,6 +14,12 @@ directory, blobs and locks do the work. Decisions:
   deletes nothing at QUIT. Taking and giving back leases is group-committed (``_LeaseWrites``):
   every session starts and ends with one, and on SQLite each commit is an fsync behind one
   writer lock, which capped logins at 1/(2 fsyncs) with one transaction per write.
+- **Login cost** (profiled: SQLAlchemy statement building and aiosqlite thread hops, ~17 ms
+  CPU per benchmark session, not POP3 itself): a password that verified moments ago (the
+  directory's verified-login cache, ``mailserver.auth.cache``) is checked, the lease taken and
+  the maildrop read in ONE group-committed transaction (``_take_if_cached``: on SQLite one hop
+  into the connection's thread for the whole batch). Otherwise ``Directory.authenticate``
+  (argon2id) first, then lease + snapshot in one transaction. The statements are prebuilt.
 - **DELE** only marks; the marked messages go at QUIT in one store transaction (RFC 1939 §6),
   through ``MailStore.change`` + ``messages.remove_uids``: ordinary expunges with MODSEQ, change
   log (IMAP sees EXPUNGE/VANISHED, JMAP Email/changes) and a change-bus event. A session that
@@ -32,15 +39,19 @@ directory, blobs and locks do the work. Decisions:
   streamed from the blob store in ``STREAM_CHUNK`` pieces with the same transformation done
   incrementally (``_Stuffer``), so a 50 MB message never sits in memory; their ``+OK`` line gives
   the stored size. TOP of a large message reads growing prefixes until the header and the
-  asked-for lines are in.
+  asked-for lines are in. A RETR from a ``FileBlobStore`` also reads the next small messages
+  (``READ_AHEAD_OCTETS``/``READ_AHEAD_MESSAGES``) in the same worker-thread hop, for the RETRs
+  that usually follow; a message read ahead is used once and dropped.
 - **Authentication**: USER/PASS and SASL PLAIN/LOGIN (``protocols.sasl``), against
   ``Directory.authenticate`` (passwords and app passwords). ``[pop3] tls``: "required" refuses
   them before STLS/implicit TLS, "starttls" offers STLS and allows them, "none" offers no STLS.
-  Failures go through ``MemoryLoginThrottle`` (per network and per login): the tarpit delay
+  Failures go through the app's shared login throttle (``App.login_throttle``, else a
+  ``MemoryLoginThrottle``; per network and per login): the tarpit delay
   before ``-ERR [AUTH]``, and while a key is locked out ``-ERR [SYS/TEMP]`` without checking the
   password, then the connection is closed. ``limits.max_auth_failures`` per connection.
 - **Timeouts**: ``limits.idle_timeout`` waiting for a command (RFC 1939 §3: at least 10 min),
-  ``limits.command_timeout`` for writing a reply to a client that does not read.
+  ``limits.command_timeout`` for writing a reply to a client that does not read (armed only
+  when the reply did not all go to the kernel at once).
 """
 
 from __future__ import annotations
@@ -53,15 +64,22 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from mailserver.auth.throttle import MemoryLoginThrottle
 from mailserver.blobs.base import BlobNotFound
-from mailserver.servers.base import Connection, ListenerGroup, listeners_from, server_tls_context
+from mailserver.blobs.fs import FileBlobStore
+from mailserver.servers.base import (
+    Connection,
+    ListenerGroup,
+    listeners_from,
+    server_tls_context,
+)
 from mailserver.store import locks
-from mailserver.store import mailboxes as mbx
 from mailserver.store import messages as msg
 from mailserver.store.keywords import SEEN
+from mailserver.store.maildrop import read_maildrop
 from mailserver.store.mailstore import MailStore
 from protocols import pop3, sasl
 from protocols.pop3 import NEED_DATA, ResponseCode
@@ -73,6 +91,10 @@ LEASE_TTL = 60.0
 POP3_DELETED = "$pop3deleted"  # keep mode: DELE'd over POP3, hidden from later sessions
 STREAM_THRESHOLD = 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
+# RETR read-ahead from a FileBlobStore: the next messages up to this many octets / messages
+# are read in the same worker-thread hop as the one asked for.
+READ_AHEAD_OCTETS = 256 * 1024
+READ_AHEAD_MESSAGES = 16
 
 
 @dataclass(slots=True)
@@ -94,6 +116,56 @@ class _Session:
     messages: list[_Entry] = field(default_factory=list)
     lease: locks.LeaseKeeper | None = None
     mech: Any = None  # the SASL mechanism of an AUTH in progress
+    ahead: dict[int, bytes] = field(default_factory=dict)  # RETR read-ahead, by index
+
+
+@dataclass(slots=True)
+class _Maildrop:
+    """The INBOX as it stood when the lease was taken (by ``holder``, on ``account_id``)."""
+
+    account_id: int
+    holder: str
+    inbox_id: int
+    uidvalidity: int
+    entries: list[_Entry]
+
+
+async def _snapshot(conn: Any, account_id: int, holder: str, keep: bool) -> _Maildrop:
+    drop = await read_maildrop(conn, account_id)
+    entries = [_Entry(m.uid, m.email_id, m.size, m.blob_id) for m in drop.messages
+               if not (keep and POP3_DELETED in m.keywords)]
+    return _Maildrop(account_id, holder, drop.inbox_id, drop.uidvalidity, entries)
+
+
+async def _take_maildrop(txn: Any, account_id: int, name: str, holder: str, ttl: float, *,
+                         keep: bool, into: list[_Maildrop], **kw: Any) -> bool:
+    """``locks.acquire`` and, when won, the maildrop snapshot in the same transaction: the
+    lock first, so that the snapshot sees every UPDATE of the session that held it before."""
+    if not await locks.acquire(txn, account_id, name, holder, ttl, **kw):
+        return False
+    try:
+        into.append(await _snapshot(txn.conn, account_id, holder, keep))
+    except Exception:
+        await locks.release(txn, account_id, name, holder)
+        raise
+    return True
+
+
+async def _take_if_cached(txn: Any, *, directory: Any, user: str, password: str, holder: str,
+                          ttl: float, into: list[_Maildrop]) -> tuple[Any, bool] | None:
+    """(account, lease taken) when the password is in the directory's verified-login cache
+    (``Directory.authenticate_cached``, read in this transaction), else None: not checked."""
+    account = await directory.authenticate_cached(txn.conn, user, password)
+    if account is None:
+        return None
+    return account, await _take_maildrop(txn, account.id, LEASE_NAME, holder, ttl,
+                                         keep=account.pop3_keep, into=into)
+
+
+def _taken_by(fn: Any) -> _Maildrop | None:
+    """The maildrop a batched call took, if it was a take that won."""
+    into = getattr(fn, "keywords", {}).get("into")
+    return into[0] if into else None
 
 
 class _Stuffer:
@@ -104,7 +176,7 @@ class _Stuffer:
     is stuffed when it opens a line.
     """
 
-    __slots__ = ("_carry", "_at_line_start", "_empty")
+    __slots__ = ("_at_line_start", "_carry", "_empty")
 
     def __init__(self) -> None:
         self._carry = b""
@@ -140,11 +212,25 @@ class _Stuffer:
         return out + b".\r\n"
 
 
+def _read_files(paths: list[tuple[int, str]]) -> dict[int, bytes]:
+    """index -> content of each readable file (read-ahead: a failure just leaves one out)."""
+    out: dict[int, bytes] = {}
+    for index, path in paths:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                out[index] = f.readall()
+        except OSError:
+            pass
+    return out
+
+
 class _LeaseWrites:
     """Group commit of lease writes: the ``mailserver.store.locks`` functions of every session
-    waiting at that moment run in one write transaction (one fsync on SQLite). The lock
-    semantics are unchanged: the statements still run one after another, so two acquirers of
-    one maildrop in a batch see each other like two transactions would."""
+    waiting at that moment run in one write transaction (one fsync on SQLite), through
+    ``Database.run_write`` (on SQLite the whole batch is one hop into the connection's thread).
+    The lock semantics are unchanged: the statements still run one after another, so two
+    acquirers of one maildrop in a batch see each other like two transactions would. A call
+    that raises fails alone; the rest of the batch commits."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
@@ -162,26 +248,39 @@ class _LeaseWrites:
         return await fut
 
     async def _run(self) -> None:
+        dialect = self.db.dialect
+
+        async def body(conn: Any) -> list[tuple[bool, Any]]:
+            txn = _InTransaction(conn, dialect)
+            results: list[tuple[bool, Any]] = []
+            for fn, args, kw, _f in batch:
+                try:
+                    results.append((True, await fn(txn, *args, **kw)))
+                except Exception as e:  # this call's own failure (e.g. no INBOX)
+                    results.append((False, e))
+            return results
+
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    async with self.db.write() as conn:
-                        txn = _InTransaction(conn, self.db.dialect)
-                        results = [await fn(txn, *args, **kw) for fn, args, kw, _f in batch]
+                    results = await self.db.run_write(body)
                 except Exception as e:
                     for _fn, _a, _kw, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for (fn, args, _kw, fut), result in zip(batch, results):
+                for (fn, args, _kw, fut), (ok, result) in zip(batch, results):
                     if not fut.done():
-                        fut.set_result(result)
-                    elif fn is locks.acquire and result:
+                        if ok:
+                            fut.set_result(result)
+                        else:
+                            fut.set_exception(result)
+                    elif ok and (taken := _taken_by(fn)) is not None:
                         # the session was cancelled while its lease was being taken: give it
                         # back instead of leaving it to expire
-                        account_id, name, holder = args[:3]
-                        self._pending.append((locks.release, (account_id, name, holder), {},
+                        self._pending.append((locks.release,
+                                              (taken.account_id, LEASE_NAME, taken.holder), {},
                                               asyncio.get_running_loop().create_future()))
         finally:
             self._task = None
@@ -209,7 +308,8 @@ class Pop3Daemon:
         self.limits = cfg.limits
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.store = MailStore(app.db, app.blobs, app.bus)
-        self.throttle = MemoryLoginThrottle()
+        # one failed-login budget with every daemon (App.login_throttle) when the app has one
+        self.throttle = getattr(app, "login_throttle", None) or MemoryLoginThrottle()
         self.stream_threshold = STREAM_THRESHOLD
         self.lease_ttl = LEASE_TTL
         self.lease_writes = _LeaseWrites(app.db)
@@ -244,6 +344,9 @@ class Pop3Daemon:
 
     async def _write(self, conn: Connection, data: bytes) -> None:
         conn.write(data)
+        transport = conn.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return  # all handed to the kernel: nothing to wait for (and no timer to arm)
         async with asyncio.timeout(self.limits.command_timeout):
             await conn.drain()
 
@@ -355,11 +458,33 @@ class Pop3Daemon:
                             "user": key, "reason": decision.reason})
             return machine.auth_failed(ResponseCode.SYS_TEMP,
                                        "too many failed logins, try again later"), True
+        holder = f"{self._holder_prefix}:{s.sid}"
+        snapshot: list[_Maildrop] = []
+        directory = self.app.directory
         try:
-            account = await self.app.directory.authenticate(user, password)
-        except Exception:  # the directory is unreachable: not the client's fault
-            log.exception("pop3: checking credentials failed", extra={"session": s.sid})
+            # A password verified moments ago: the check, the lease and the snapshot in one
+            # group-committed transaction (_take_if_cached); else the full check first.
+            got = await self.lease_writes.call(partial(
+                _take_if_cached, directory=directory, user=user, password=password,
+                holder=holder, ttl=self.lease_ttl, into=snapshot))
+            if got is None:
+                account = await directory.authenticate(user, password)
+                won = False
+                if account is not None:
+                    won = await self.lease_writes.call(
+                        partial(_take_maildrop, keep=account.pop3_keep, into=snapshot),
+                        account.id, LEASE_NAME, holder, self.lease_ttl)
+            else:
+                account, won = got
+        except Exception:  # the database is unreachable: not the client's fault
+            log.exception("pop3: checking credentials or taking the maildrop failed",
+                          extra={"session": s.sid})
             return machine.auth_failed(ResponseCode.SYS_TEMP), False
+        if won:
+            # kept before any other await: a session cancelled from here on gives it back
+            # (``_session`` closes ``s.lease``)
+            s.lease = locks.LeaseKeeper.adopt(self.app.db, account.id, LEASE_NAME, holder,
+                                              self.lease_ttl, write=self.lease_writes.call)
         if account is None:
             decision = await self.throttle.failed(s.peer, key)
             log.info("pop3 %s: login of %s from %s failed", s.sid, key, s.peer,
@@ -369,41 +494,21 @@ class Pop3Daemon:
                 await asyncio.sleep(decision.delay)
             return machine.auth_failed(ResponseCode.AUTH), False
         await self.throttle.succeeded(s.peer, key)
-        holder = f"{self._holder_prefix}:{s.sid}"
-        try:
-            lease = await locks.LeaseKeeper.acquire(
-                self.app.db, account.id, LEASE_NAME, holder, self.lease_ttl,
-                write=self.lease_writes.call)
-        except Exception:
-            log.exception("pop3: taking the maildrop lease failed", extra={"session": s.sid})
-            return machine.auth_failed(ResponseCode.SYS_TEMP), False
-        if lease is None:
+        if not won:
             log.info("pop3 %s: maildrop of %s in use", s.sid, account.login,
                      extra={"event": "in_use", "session": s.sid, "peer": s.peer,
                             "user": account.login})
             return machine.auth_failed(ResponseCode.IN_USE), False
-        try:
-            inbox, listing = await self.store.read(lambda c: self._snapshot(c, account.id))
-        except Exception:
-            await lease.close()
-            log.exception("pop3: reading the maildrop failed", extra={"session": s.sid})
-            return machine.auth_failed(ResponseCode.SYS_TEMP), False
-        s.user, s.account_id, s.keep, s.lease = account.login, account.id, account.pop3_keep, lease
-        s.inbox_id = inbox.id
-        s.messages = [_Entry(m.uid, m.email_id, m.size, m.blob_id) for m in listing
-                      if not (s.keep and POP3_DELETED in m.keywords)]
+        drop = snapshot[0]
+        s.user, s.account_id, s.keep = account.login, account.id, account.pop3_keep
+        s.inbox_id = drop.inbox_id
+        s.messages = drop.entries
         log.info("pop3 %s: login of %s from %s, %d messages", s.sid, s.user, s.peer,
                  len(s.messages), extra={"event": "login", "session": s.sid, "peer": s.peer,
                                          "user": s.user, "messages": len(s.messages)})
+        prefix = f"{drop.uidvalidity}."
         return machine.auth_succeeded(
-            [(e.size, f"{inbox.uidvalidity}.{e.email_id}") for e in s.messages]), False
-
-    @staticmethod
-    async def _snapshot(conn: Any, account_id: int) -> tuple[mbx.Mailbox, list[msg.Message]]:
-        inbox = await mbx.get_mailbox_by_role(conn, account_id, "inbox")
-        if inbox is None:
-            raise mbx.MailboxNotFound("INBOX")
-        return inbox, await msg.list_messages(conn, account_id, inbox.id)
+            [(e.size, prefix + str(e.email_id)) for e in s.messages]), False
 
     # ------------------------------------------------------------------------------------------
     # TRANSACTION and UPDATE
@@ -416,7 +521,12 @@ class Pop3Daemon:
         blobs = self.app.blobs
         try:
             if entry.size <= self.stream_threshold:
-                raw = await blobs.get(entry.blob_id)
+                if event.top_lines is None:
+                    raw = s.ahead.pop(event.index, None)
+                    if raw is None:
+                        raw = await self._read_ahead(s, event.index)
+                else:
+                    raw = await blobs.get(entry.blob_id)
             elif event.top_lines is not None:
                 raw = await self._read_top(entry, event.top_lines)
             else:
@@ -434,6 +544,31 @@ class Pop3Daemon:
             return True
         conn.write(machine.send_message(raw))
         return True
+
+    async def _read_ahead(self, s: _Session, index: int) -> bytes:
+        """Message ``index`` (whole), and from a FileBlobStore the small messages after it in
+        the same worker-thread hop, kept in ``s.ahead`` for the RETRs that usually follow
+        (a thread hop costs more CPU than reading a 5 KB file from the page cache)."""
+        blobs = self.app.blobs
+        entry = s.messages[index - 1]
+        if not isinstance(blobs, FileBlobStore):
+            return await blobs.get(entry.blob_id)
+        paths = [(index, blobs.path(entry.blob_id))]
+        total = entry.size
+        for i in range(index + 1, min(len(s.messages), index + READ_AHEAD_MESSAGES - 1) + 1):
+            nxt = s.messages[i - 1]
+            total += nxt.size
+            if nxt.size > self.stream_threshold or total > READ_AHEAD_OCTETS or i in s.ahead:
+                break
+            paths.append((i, blobs.path(nxt.blob_id)))
+        if len(paths) == 1:
+            return await blobs.get(entry.blob_id)
+        got = await asyncio.to_thread(_read_files, paths)
+        raw = got.pop(index, None)
+        s.ahead.update(got)
+        if raw is None:  # let the store say what is wrong (BlobNotFound …)
+            raw = await blobs.get(entry.blob_id)
+        return raw
 
     async def _read_top(self, entry: _Entry, lines: int) -> bytes:
         """A prefix of the message long enough for TOP (header + ``lines`` lines), read in

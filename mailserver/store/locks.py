@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailserver.store import schema
@@ -41,21 +41,35 @@ def _ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
 
 
+def _acquire_statement(dialect: Any) -> Any:
+    stmt = dialect.insert(L).values(account_id=bindparam("p_account_id"),
+                                    name=bindparam("p_name"), holder=bindparam("p_holder"),
+                                    expires_at=bindparam("p_expires_at"))
+    return stmt.on_conflict_do_update(
+        index_elements=[L.c.account_id, L.c.name],
+        set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+        where=or_(L.c.expires_at <= bindparam("p_now"), L.c.holder == bindparam("p_holder")),
+    ).returning(L.c.holder)
+
+
+# Built once (an upsert with ``excluded`` cost ~0.5 ms of CPU to build, 7× running it; every
+# POP3 login takes a lease): then compiled once per dialect and found by identity.
+_ACQUIRE = {"sqlite": _acquire_statement(sqlite), "postgresql": _acquire_statement(postgresql)}
+_KEY = (L.c.account_id == bindparam("p_account_id"), L.c.name == bindparam("p_name"),
+        L.c.holder == bindparam("p_holder"))
+_RENEW = update(L).where(*_KEY).values(expires_at=bindparam("p_expires_at"))
+_RELEASE = delete(L).where(*_KEY)
+
+
 async def acquire(db, account_id: int, name: str, holder: str, ttl: float, *,
                   clock: Callable[[], float] = time.time) -> bool:
     """Take the lease (or take over an expired one, or re-take our own); True when ours."""
     now = _ms(clock)
-    values = {"account_id": account_id, "name": name, "holder": holder,
-              "expires_at": now + int(ttl * 1000)}
-    dialect = postgresql if db.dialect == "postgresql" else sqlite
-    stmt = dialect.insert(L).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[L.c.account_id, L.c.name],
-        set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
-        where=or_(L.c.expires_at <= now, L.c.holder == holder),
-    ).returning(L.c.holder)
+    params = {"p_account_id": account_id, "p_name": name, "p_holder": holder,
+              "p_expires_at": now + int(ttl * 1000), "p_now": now}
+    stmt = _ACQUIRE["postgresql" if db.dialect == "postgresql" else "sqlite"]
     async with db.write() as conn:
-        row = (await conn.execute(stmt)).first()
+        row = (await conn.execute(stmt, params)).first()
     return row is not None and row[0] == holder
 
 
@@ -63,18 +77,17 @@ async def renew(db, account_id: int, name: str, holder: str, ttl: float, *,
                 clock: Callable[[], float] = time.time) -> bool:
     """Push the expiry out by ``ttl``; False when the lease is no longer ours (taken over)."""
     async with db.write() as conn:
-        res = await conn.execute(
-            update(L).where(L.c.account_id == account_id, L.c.name == name,
-                            L.c.holder == holder)
-            .values(expires_at=_ms(clock) + int(ttl * 1000)))
+        res = await conn.execute(_RENEW, {
+            "p_account_id": account_id, "p_name": name, "p_holder": holder,
+            "p_expires_at": _ms(clock) + int(ttl * 1000)})
     return res.rowcount == 1
 
 
 async def release(db, account_id: int, name: str, holder: str) -> bool:
     """Give the lease up; False when it was not ours any more."""
     async with db.write() as conn:
-        res = await conn.execute(delete(L).where(
-            L.c.account_id == account_id, L.c.name == name, L.c.holder == holder))
+        res = await conn.execute(_RELEASE, {"p_account_id": account_id, "p_name": name,
+                                            "p_holder": holder})
     return res.rowcount == 1
 
 
@@ -120,6 +133,16 @@ class LeaseKeeper:
         keeper = cls(db, account_id, name, holder, ttl, clock=clock, write=write)
         if not await keeper.write(acquire, account_id, name, holder, ttl, clock=clock):
             return None
+        keeper._task = asyncio.create_task(keeper._renew_loop(), name=f"lease-{name}")
+        return keeper
+
+    @classmethod
+    def adopt(cls, db, account_id: int, name: str, holder: str, ttl: float, *,
+              clock: Callable[[], float] = time.time,
+              write: LeaseWrite | None = None) -> LeaseKeeper:
+        """A keeper for a lease ``holder`` has just taken with ``acquire`` inside a larger
+        transaction of its own (the POP3 login takes it with the maildrop snapshot)."""
+        keeper = cls(db, account_id, name, holder, ttl, clock=clock, write=write)
         keeper._task = asyncio.create_task(keeper._renew_loop(), name=f"lease-{name}")
         return keeper
 

@@ -46,6 +46,7 @@ class MessageView:
     thread_id: str | None = None
     preview: str | None = None  # RFC 8970
     save_date: datetime.datetime | None = None  # RFC 8514
+    envelope: bytes | None = None  # ENVELOPE already encoded (a cache); else from ``parsed``
 
 
 def fetch_response(
@@ -112,10 +113,51 @@ def _item(
         return n, w.Raw(w.date_time(msg.save_date)) if msg.save_date else None
     structure = msg.parsed.structure if msg.parsed is not None else None
     if n == "ENVELOPE":
-        return n, w.Raw(envelope(msg.parsed, utf8))
+        return n, w.Raw(msg.envelope if msg.envelope is not None else envelope(msg.parsed, utf8))
     if n in ("BODY", "BODYSTRUCTURE") and att.section is None:
         return n, w.Raw(body_structure(structure, n == "BODYSTRUCTURE", utf8))
     name, data = fetch_section(raw(), structure, att)
     if n == "BINARY.SIZE":
         return name, len(data or b"")
     return name, data  # None → NIL for a part that does not exist
+
+
+# ---- the common case: only UID / FLAGS / MODSEQ / RFC822.SIZE --------------------------------
+
+_SIMPLE = ("UID", "FLAGS", "MODSEQ", "RFC822.SIZE")
+
+
+def simple_items(
+    attributes: Sequence[FetchAttribute], *, uid_fetch: bool = False, add_modseq: bool = False
+) -> tuple[str, ...] | None:
+    """The item names ``fetch_response`` would answer, in its order, when every attribute is
+    one of UID, FLAGS, MODSEQ, RFC822.SIZE (what clients sync flags with: ``FETCH 1:* (UID
+    FLAGS)``, thousands of lines); None otherwise. ``simple_fetch`` then encodes a line
+    byte-for-byte like ``fetch_response``, without the per-message objects."""
+    names: list[str] = []
+    for a in attributes:
+        if a.name not in _SIMPLE or a.section is not None:
+            return None
+        if a.name not in names:
+            names.append(a.name)
+    if uid_fetch and "UID" not in names:
+        names.insert(0, "UID")
+    if add_modseq and "MODSEQ" not in names:
+        names.append("MODSEQ")
+    return tuple(names)
+
+
+def simple_fetch(seq: int, items: tuple[str, ...], uid: int, flags: bytes, modseq: int,
+                 size: int) -> bytes:
+    """One ``* seq FETCH (...)`` line for ``simple_items``; ``flags``: ``_writers.flag_list``."""
+    parts = []
+    for n in items:
+        if n == "UID":
+            parts.append(b"UID %d" % uid)
+        elif n == "FLAGS":
+            parts.append(b"FLAGS " + flags)
+        elif n == "MODSEQ":
+            parts.append(b"MODSEQ (%d)" % (modseq or 0))
+        else:
+            parts.append(b"RFC822.SIZE %d" % size)
+    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

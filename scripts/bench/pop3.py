@@ -17,8 +17,13 @@ same ten messages sit in every user's INBOX on both servers.
   bench messages.
 - **Password hashing**: the reference stores ``{PLAIN}`` passwords, so a login costs Dovecot no
   hashing. ``--hash cheap`` (default) gives our accounts a minimal argon2id (t=1, 8 KiB) so both
-  sides pay about the same; ``--hash default`` uses our production argon2id (19 MiB, t=2), which
-  then dominates the CPU per session — that figure is printed too when asked for.
+  sides pay about the same; ``--hash default`` uses our production argon2id (19 MiB, t=2,
+  ~25-40 ms of CPU per check). With the verified-login cache (``mailserver.auth.cache``, 60 s)
+  each server process pays it once per user per minute, not per login; run both modes.
+- **CPU** is printed per session, split into user and system time (system time is mostly the
+  loopback TCP stack and fsyncs). Wall-clock rates on a busy machine mean little; CPU per
+  session does. ``POP3_BENCH_CPROFILE=/tmp/prof`` makes each server process write a cProfile
+  of its event-loop thread to ``/tmp/prof.<pid>``; ``--py-spy OUT`` samples the first one.
 
 The last lines print sessions/s, CPU per session and the ratio ours / Dovecot.
 """
@@ -189,19 +194,34 @@ async def serve_ours(cfg_path: str, hash_mode: str) -> None:
     if hash_mode == "cheap":
         app.directory.password_params = cheap_params()
     daemon = await start(app, cfg.pop3)
+    profile = None
+    if os.environ.get("POP3_BENCH_CPROFILE"):  # event-loop thread only; written at the end
+        import cProfile
+
+        profile = cProfile.Profile(time.thread_time)  # CPU of this thread, not wall time
+        profile.enable()
     print("READY", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{os.environ['POP3_BENCH_CPROFILE']}.{os.getpid()}")
     await daemon.stop()
     await app.close()
 
 
 def proc_cpu(pid: int) -> float:
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its reaped children."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    tck = os.sysconf("SC_CLK_TCK")
+    return (utime + cutime) / tck, (stime + cstime) / tck
 
 
 def bench_ours(args, users: list[str]) -> dict:
@@ -228,13 +248,19 @@ def bench_ours(args, users: list[str]) -> dict:
             if proc.stdout.readline().strip() != "READY":
                 raise RuntimeError("our server did not start")
         if args.py_spy:  # sampling the first server during the load (collapsed stacks)
-            spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid",
+            spy_bin = (shutil.which("py-spy")
+                       or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                       or "py-spy")
+            spy = subprocess.Popen([spy_bin, "record", "--pid",
                                     str(procs[0].pid), "-d", str(int(args.duration)), "-f",
                                     "raw", "-o", args.py_spy, "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = sum(proc_cpu(p.pid) for p in procs)
+        split0 = [proc_cpu_split(p.pid) for p in procs]
         result = run_load("127.0.0.1", port, users, args.duration)
-        result["cpu"] = sum(proc_cpu(p.pid) for p in procs) - cpu0
+        split1 = [proc_cpu_split(p.pid) for p in procs]
+        result["cpu_user"] = sum(b[0] - a[0] for a, b in zip(split0, split1))
+        result["cpu_sys"] = sum(b[1] - a[1] for a, b in zip(split0, split1))
+        result["cpu"] = result["cpu_user"] + result["cpu_sys"]
     finally:
         if spy is not None:
             spy.wait(60)
@@ -301,6 +327,9 @@ def report(name: str, r: dict) -> float:
     cpu = r.get("cpu")
     cpu_text = (f", CPU {cpu:.1f} s = {cpu / r['elapsed']:.2f} cores, "
                 f"{1000 * cpu / max(r['sessions'], 1):.2f} ms/session") if cpu is not None else ""
+    if "cpu_user" in r:
+        cpu_text += (f" ({1000 * r['cpu_user'] / max(r['sessions'], 1):.2f} user + "
+                     f"{1000 * r['cpu_sys'] / max(r['sessions'], 1):.2f} system)")
     print(f"{name:8s} {r['sessions']} sessions in {r['elapsed']:.1f} s: {rate:.1f} sessions/s, "
           f"{rate * N_MESSAGES:.0f} RETR/s, {r['errors']} errors{cpu_text}")
     if r["errors"]:

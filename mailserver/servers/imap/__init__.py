@@ -7,7 +7,8 @@ is the mail store (``mailserver.store``) — MODSEQ and UIDs come from the same 
 uses — and APPEND goes through ``mailserver.delivery`` like every other ingest.
 
 Modules: ``session`` (the command loop and the handlers), ``view`` (the selected mailbox as
-the client knows it: sequence numbers, untagged updates), ``query`` (SEARCH/SORT/THREAD on
+the client knows it: sequence numbers, untagged updates), ``reads`` (the per-command reads,
+plain sqlite3 on SQLite), ``query`` (SEARCH/SORT/THREAD on
 the store's search), ``listing`` (LIST/LSUB), ``store`` (``MailStore`` with one-hop
 transactions). ``IdleWatcher`` below wakes sessions in IDLE.
 
@@ -26,8 +27,10 @@ from typing import Any
 from protocols.imap import responses
 
 from mailserver.servers.base import ListenerGroup, listeners_from, server_tls_context
+from mailserver.servers.imap.blobread import EnvelopeCache
+from mailserver.servers.imap.reads import SqliteReads, sqlite_path
 from mailserver.servers.imap.store import ImapStore
-from mailserver.store.mailstore import MailStore
+from mailserver.servers.imap.writes import SqliteWriter
 
 log = logging.getLogger("mailserver.imap")
 
@@ -42,8 +45,8 @@ class IdleWatcher:
     IDLE holds an ``asyncio.Event`` and nothing else.
     """
 
-    def __init__(self, store: MailStore, bus, interval: float) -> None:
-        self.store = store
+    def __init__(self, reads, bus, interval: float) -> None:
+        self.reads = reads
         self.bus = bus
         self.interval = interval
         self._waiters: dict[int, set[asyncio.Event]] = {}
@@ -87,17 +90,10 @@ class IdleWatcher:
             log.exception("imap: change bus subscription failed")
 
     async def _run(self) -> None:
-        from mailserver.store.changes import account_state
-
         while self._waiters:
             await asyncio.sleep(self.interval)
-            accounts = list(self._waiters)
-
-            async def read(conn):
-                return {a: (await account_state(conn, a))[0] for a in accounts}
-
             try:
-                states = await self.store.read(read)
+                states = await self.reads.account_modseqs(list(self._waiters))
             except Exception:
                 log.exception("imap: idle watcher read failed")
                 continue
@@ -128,8 +124,14 @@ class ImapDaemon:
         self.section = section
         self.tls_context = tls_context
         self.store = ImapStore(app.db, app.blobs, app.bus)
+        self.reads = SqliteReads.for_store(self.store)
+        self.envelopes = EnvelopeCache()
+        self.store.reads = self.reads
+        path = sqlite_path(app.db)
+        if path is not None:
+            self.store.writer = SqliteWriter(app.db, path)
         self.group: ListenerGroup | None = None
-        self.idle_watcher = IdleWatcher(self.store, app.bus, IDLE_POLL)
+        self.idle_watcher = IdleWatcher(self.reads, app.bus, IDLE_POLL)
 
     async def handle(self, conn) -> None:
         from mailserver.servers.imap.session import Session
@@ -145,7 +147,12 @@ class ImapDaemon:
             if self.group is not None:
                 await self.group.stop()
         finally:
-            await self.idle_watcher.stop()
+            try:
+                await self.idle_watcher.stop()
+            finally:
+                self.reads.close()
+                if self.store.writer is not None:
+                    self.store.writer.close()
 
 
 def _tls_context(app, section) -> Any:

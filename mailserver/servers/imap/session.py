@@ -14,11 +14,19 @@ Decisions:
 - **Errors** a client can cause are BAD/NO with a response code; an unexpected exception in
   a command is logged and answered ``NO [SERVERBUG]``; the session goes on.
 - **Auth.** LOGIN and AUTHENTICATE PLAIN (SASL-IR); with ``tls = "required"`` both are
-  refused before TLS (LOGINDISABLED, RFC 9051 §6.2.3). After ``limits.max_auth_failures``
-  failures the connection is closed.
+  refused before TLS (LOGINDISABLED, RFC 9051 §6.2.3). Failures count against the login
+  throttle every daemon shares (``app.login_throttle``: tarpit, then ``NO [UNAVAILABLE]``
+  lock-out per network and per login); after ``limits.max_auth_failures`` failures on one
+  connection it is closed.
 - **Flags** are the store's keywords (``$seen`` ↔ ``\\Seen``); ``\\Recent`` is not kept
   (IMAP4rev2 dropped it): RECENT is always 0. Keywords belong to the email (JMAP), so a
   message COPYed to another mailbox shares its flags with the original.
+- **Cost per command** (profiled: scripts/bench/imap.py ``--cpu-loops``). The reads every
+  command makes (the post-command sync, FETCH records, SELECT) go through ``reads`` — plain
+  sqlite3 on the event loop on SQLite; STORE, EXPUNGE and the change set through ``writes``
+  on the daemon's own writer thread; FETCH of flags only skips the per-message objects
+  (``fetch.simple_fetch``), ENVELOPE skips the header parse and is cached per blob
+  (``blobread``).
 - **MULTIAPPEND** stores all messages in one transaction (all or none, RFC 3502 §6.3.11),
   through the delivery group committer like every other ingest.
 """
@@ -29,6 +37,7 @@ import asyncio
 import datetime
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from protocols import sasl
@@ -47,10 +56,14 @@ from protocols.imap import (
 from protocols.imap import _events as ev
 from protocols.imap import compress as imap_compress
 from protocols.imap import fetch as imap_fetch
+from protocols.imap._writers import flag_list as w_flag_list
+from protocols.imap.envelope import envelope as imap_envelope
 from protocols.imap.responses import code
 from protocols.imap.sections import UnknownCteError
 
-from mailserver.servers.imap import query
+from mailserver.message.model import ParsedMessage
+from mailserver.servers.imap import query, writes
+from mailserver.servers.imap.blobread import blob_headers, envelope_message
 from mailserver.servers.imap.listing import ROLE_ATTR
 from mailserver.servers.imap.view import MailboxView, uid_set
 from mailserver.store import messages as msg
@@ -81,6 +94,15 @@ ATTR_ROLE = {v.upper(): k for k, v in ROLE_ATTR.items()}
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD", "COPY"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Flags:
+    """What ``MailboxView.remember`` and a FETCH FLAGS response need of a message."""
+
+    uid: int
+    keywords: frozenset[str]
+    modseq: int
+
+
 class _Close(Exception):
     """End the session after writing what is buffered."""
 
@@ -90,6 +112,7 @@ class Session:
         self.d = daemon
         self.app = daemon.app
         self.store = daemon.store
+        self.reads = daemon.reads
         self.conn = conn
         limits = self.app.config.limits
         self.proto = ServerConnection(ImapConfig(
@@ -103,6 +126,7 @@ class Session:
         self.inflater: imap_compress.Inflater | None = None
         self.deflater: imap_compress.Deflater | None = None
         self.read_task: asyncio.Task[bytes] | None = None
+        self.stop_task: asyncio.Future | None = None
         self.sasl: tuple[str, Any] | None = None
         self.auth_failures = 0
         self.idle_tag: str | None = None
@@ -142,10 +166,10 @@ class Session:
         if timeout == 0 or task.done():
             done = {task} if task.done() else set()
         else:
-            stop = asyncio.ensure_future(self.conn.stopping.wait())
-            done, _ = await asyncio.wait({task, stop}, timeout=timeout,
+            if self.stop_task is None:  # one per session, not one per read
+                self.stop_task = asyncio.ensure_future(self.conn.stopping.wait())
+            done, _ = await asyncio.wait((task, self.stop_task), timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
             if task not in done and self.conn.stopping.is_set():
                 self.write(responses.bye("Server shutting down"))
                 return b""
@@ -241,8 +265,9 @@ class Session:
         except compressed_errors():
             pass
         finally:
-            if self.read_task is not None:
-                self.read_task.cancel()
+            for t in (self.read_task, self.stop_task):
+                if t is not None:
+                    t.cancel()
             try:
                 await self.flush()
             except Exception:
@@ -291,7 +316,7 @@ class Session:
     async def sync(self, *, allow_expunge: bool) -> None:
         if self.view is None:
             return
-        self.write(await self.view.sync(self.store, allow_expunge=allow_expunge,
+        self.write(await self.view.sync(self.reads, allow_expunge=allow_expunge,
                                         condstore=self.condstore, qresync=self.qresync,
                                         utf8=self.utf8))
 
@@ -393,19 +418,32 @@ class Session:
             self.write(tagged)
 
     async def _authenticate(self, tag: str, user: str, password: str):
+        # the failed-login budget shared by every daemon (mailserver.auth.throttle)
+        throttle = self.app.login_throttle
+        key = user.strip().lower()
+        decision = await throttle.check(self.conn.peer_ip, key)
+        if not decision.allowed:
+            log.info("imap: login refused (throttled)", extra={
+                "event": "auth_throttled", "session": self.session_id,
+                "peer": self.conn.peer_ip, "user": key, "reason": decision.reason})
+            return responses.no(tag, "Too many failed logins, try again later",
+                                code.UNAVAILABLE)
         account = await self.app.directory.authenticate(user, password)
         if account is None:
             self.auth_failures += 1
             log.info("imap: authentication failed", extra={
                 "event": "auth_failed", "session": self.session_id, "peer": self.conn.peer_ip,
                 "user": user})
+            decision = await throttle.failed(self.conn.peer_ip, key)
             if self.auth_failures >= self.app.config.limits.max_auth_failures:
                 self.write(responses.no(tag, "Authentication failed",
                                         code.AUTHENTICATIONFAILED))
                 self.write(responses.bye("Too many authentication failures"))
                 raise _Close
-            await asyncio.sleep(min(0.2 * self.auth_failures, 2.0))
+            # the tarpit: at least a short per-connection pause, longer when throttled
+            await asyncio.sleep(max(decision.delay, min(0.2 * self.auth_failures, 2.0)))
             return responses.no(tag, "Authentication failed", code.AUTHENTICATIONFAILED)
+        await throttle.succeeded(self.conn.peer_ip, key)
         self.account = account
         self.proto.state = State.AUTHENTICATED
         log.info("imap: login", extra={"event": "login", "session": self.session_id,
@@ -447,7 +485,7 @@ class Session:
         return responses.ok(cmd.tag, "NAMESPACE completed")
 
     async def _mailbox(self, path: str):
-        return await self.store.get_mailbox_by_path(self.account_id, path)
+        return await self.reads.mailbox_by_path(self.account_id, path)
 
     async def cmd_create(self, cmd):
         path = cmd.mailbox.rstrip("/")
@@ -638,7 +676,7 @@ class Session:
                 self.write(responses.untagged_ok("Previous mailbox closed", code.CLOSED))
         if cmd.qresync is not None and "QRESYNC" not in self.enabled:
             return responses.bad(cmd.tag, "ENABLE QRESYNC first")
-        view, box = await MailboxView.open(self.store, self.account_id, cmd.mailbox,
+        view, box = await MailboxView.open(self.reads, self.account_id, cmd.mailbox,
                                            cmd.readonly)
         if view is None:
             return responses.no(cmd.tag, "No such mailbox", code.NONEXISTENT)
@@ -705,7 +743,7 @@ class Session:
         view = self.view
         assert view is not None
         if not view.readonly:
-            await self.store.expunge(self.account_id, view.mailbox_id)
+            await self._expunge(view.mailbox_id, None)
         self.view = None
         self.proto.state = State.AUTHENTICATED
         return responses.ok(cmd.tag, "CLOSE completed")
@@ -723,8 +761,12 @@ class Session:
         uids = None if cmd.uid_set is None else view.resolve(cmd.uid_set, uid=True)
         if uids == []:
             return responses.ok(cmd.tag, "EXPUNGE completed")
-        await self.store.expunge(self.account_id, view.mailbox_id, uids)
+        await self._expunge(view.mailbox_id, uids)
         return responses.ok(cmd.tag, "EXPUNGE completed")
+
+    async def _expunge(self, mailbox_id: int, uids: list[int] | None) -> list[int]:
+        return await self.store.change(self.account_id, lambda c, cs: writes.expunge(
+            c, cs, mailbox_id, uids))
 
     # -- FETCH --
     async def cmd_fetch(self, cmd):
@@ -749,8 +791,8 @@ class Session:
         sets_seen = any(a.sets_seen for a in atts) and not view.readonly
         marked: set[int] = set()
         if sets_seen:
-            upd = await self.store.set_keywords(self.account_id, mailbox_id=view.mailbox_id,
-                                                uids=targets, add=[SEEN])
+            upd, _state = await self.store.change(self.account_id, lambda c, cs: (
+                writes.store_flags(c, cs, view.mailbox_id, targets, add=[SEEN])))
             marked = {upd.uids[e] for e in upd.changed if e in upd.uids}
         needs_parsed = imap_fetch.needs_parsed(atts)
         needs_structure = any(a.name in ("BODY", "BODYSTRUCTURE") and a.section is None
@@ -759,31 +801,46 @@ class Session:
         header_raw = not full_raw and imap_fetch.needs_raw(atts) or any(
             a.name == "ENVELOPE" for a in atts)
         want_structures = needs_structure or (header_raw and not full_raw)
-        since = cmd.changed_since
-
-        async def read(conn):  # one transaction (one thread hop on SQLite) for the records
-            rows = await self._messages_in(conn, view, targets)
-            if since is not None:
-                rows = [m for m in rows if m.modseq > since]
-            emails = await msg.get_emails(conn, self.account_id, [m.email_id for m in rows]) \
-                if want_structures and rows else {}
-            return rows, emails
-
-        messages, emails = await self.store.read(read)
-        structures = _structures(emails)
+        messages, stored = await self.reads.messages(
+            self.account_id, view.mailbox_id, targets, cmd.changed_since, want_structures)
+        simple = None if marked else imap_fetch.simple_items(
+            atts, uid_fetch=cmd.uid, add_modseq=cmd.changed_since is not None)
+        if simple is not None:
+            await self._fetch_simple(messages, simple)
+            return responses.ok(cmd.tag, "FETCH completed")
+        structures = _structures(stored)
         names = {a.name for a in atts}
         want_flags = "FLAGS" in names
         want_date = "INTERNALDATE" in names
         want_savedate = "SAVEDATE" in names
         want_ids = bool(names & {"EMAILID", "THREADID"})
-        for m in messages:
+        # ENVELOPE needs only the raw header fields: no parse of the header (and one read
+        # of all the headers, below, instead of one per message)
+        envelope_only = header_raw and not full_raw and not imap_fetch.needs_raw(atts)
+        headers: dict[str, bytes] = {}
+        cache, utf8 = self.d.envelopes, self.utf8
+        for i, m in enumerate(messages):
             seq = view.seq_of(m.uid)
             if seq is None:
                 continue
-            raw = parsed = None
-            if needs_parsed:
-                raw, parsed = await self._load(m, structures.get(m.email_id), full_raw,
-                                               header_raw, needs_structure)
+            raw = parsed = env = None
+            structure = structures.get(m.email_id)
+            if envelope_only and structure is not None:
+                env = cache.get((m.blob_id, utf8))
+                if env is None:
+                    if m.blob_id not in headers:
+                        headers = await blob_headers(self.app.blobs, [
+                            (n.blob_id, s.header_end) for n in messages[i:i + 100]
+                            if (s := structures.get(n.email_id)) is not None
+                            and (n.blob_id, utf8) not in cache])
+                    env = imap_envelope(envelope_message(headers[m.blob_id], m.size,
+                                                         structure), utf8)
+                    cache.put((m.blob_id, utf8), env)
+                parsed = ParsedMessage(size=m.size, header_end=structure.header_end,
+                                       structure=structure)
+            elif needs_parsed:
+                raw, parsed = await self._load(m, structure, full_raw, header_raw,
+                                               needs_structure)
             flags_changed = m.uid in marked
             if want_flags or flags_changed:
                 view.remember(m)
@@ -793,7 +850,8 @@ class Session:
                 parsed=parsed, raw=raw, modseq=m.modseq,
                 email_id=f"M{m.email_id}" if want_ids else None,
                 thread_id=f"T{m.thread_id}" if want_ids else None,
-                preview=None, save_date=_dt(m.saved_at, 0) if want_savedate else None)
+                preview=None, save_date=_dt(m.saved_at, 0) if want_savedate else None,
+                envelope=env)
             if "PREVIEW" in names:
                 mv = await self._with_preview(mv, m)
             self.write(imap_fetch.fetch_response(
@@ -802,16 +860,32 @@ class Session:
             await self.maybe_flush()
         return responses.ok(cmd.tag, "FETCH completed")
 
-    async def _messages(self, view: MailboxView, uids: list[int]) -> list[msg.Message]:
-        return await self.store.read(lambda c: self._messages_in(c, view, uids))
+    async def _fetch_simple(self, messages: list[msg.Message], items: tuple[str, ...]) -> None:
+        """FETCH of UID/FLAGS/MODSEQ/RFC822.SIZE only: one encoded flag list per distinct
+        set of flags, no per-message objects (``protocols.imap.fetch.simple_fetch``)."""
+        view = self.view
+        want_flags = "FLAGS" in items
+        encoded: dict[frozenset[str], bytes] = {}
+        out = []
+        for m in messages:
+            seq = view.seq_of(m.uid)
+            if seq is None:
+                continue
+            flags = b""
+            if want_flags:
+                view.remember(m)
+                flags = encoded.get(m.keywords)
+                if flags is None:
+                    flags = encoded[m.keywords] = w_flag_list(flags_to_imap(m.keywords))
+            out.append(imap_fetch.simple_fetch(seq, items, m.uid, flags, m.modseq, m.size))
+            if len(out) >= 2000:
+                self.write(b"".join(out))
+                out.clear()
+                await self.maybe_flush()
+        self.write(b"".join(out))
 
-    async def _messages_in(self, conn, view: MailboxView, uids: list[int]) -> list[msg.Message]:
-        if len(uids) > 200:
-            rows = await msg.list_messages(conn, self.account_id, view.mailbox_id,
-                                           uid_min=uids[0], uid_max=uids[-1])
-            wanted = set(uids)
-            return [m for m in rows if m.uid in wanted]
-        return await msg.get_messages_by_uid(conn, self.account_id, view.mailbox_id, uids)
+    async def _messages(self, view: MailboxView, uids: list[int]) -> list[msg.Message]:
+        return (await self.reads.messages(self.account_id, view.mailbox_id, uids))[0]
 
     async def _load(self, m: msg.Message, structure, full_raw: bool, header_raw: bool,
                     needs_structure: bool):
@@ -849,24 +923,22 @@ class Session:
         kws = list(flags_from_imap(cmd.flags))
         conflicts: list[int] = []
         if uids:
-            kwargs: dict[str, Any] = {"mailbox_id": view.mailbox_id, "uids": uids,
-                                      "unchanged_since": cmd.unchanged_since}
+            kwargs: dict[str, Any] = {"unchanged_since": cmd.unchanged_since}
             if cmd.mode == "+":
                 kwargs["add"] = kws
             elif cmd.mode == "-":
                 kwargs["remove"] = kws
             else:
                 kwargs["replace"] = kws
-            async def change(conn, cs):  # the new state read in the same transaction
-                upd = await msg.set_keywords(conn, cs, **kwargs)
-                return upd, await self._messages_in(conn, view, uids)
 
-            upd, messages = await self.store.change(self.account_id, change)
+            async def change(conn, cs):  # the new state comes from the same transaction
+                return await writes.store_flags(conn, cs, view.mailbox_id, uids, **kwargs)
+
+            upd, state = await self.store.change(self.account_id, change)
             conflicts = sorted(upd.conflicts)
-            bad = set(conflicts)
-            for m in messages:
-                if m.uid in bad:
-                    continue
+            for uid in sorted(state):
+                keywords, modseq = state[uid]
+                m = _Flags(uid, keywords, modseq)
                 view.remember(m)
                 seq = view.seq_of(m.uid)
                 if seq is None:
@@ -1063,7 +1135,9 @@ class Session:
         watcher = self.d.idle_watcher
         poke = watcher.watch(self.account_id)
         poke_task: asyncio.Future | None = None
-        stop_task = asyncio.ensure_future(self.conn.stopping.wait())
+        if self.stop_task is None:
+            self.stop_task = asyncio.ensure_future(self.conn.stopping.wait())
+        stop_task = self.stop_task
         try:
             if self.view is not None:
                 await self.sync(allow_expunge=True)
@@ -1114,9 +1188,8 @@ class Session:
                     await self.flush()
         finally:
             watcher.unwatch(self.account_id, poke)
-            for t in (poke_task, stop_task):
-                if t is not None:
-                    t.cancel()
+            if poke_task is not None:
+                poke_task.cancel()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -1162,11 +1235,10 @@ def _needs_full_raw(atts) -> bool | str:
     return needed
 
 
-def _structures(emails) -> dict[int, Any]:
+def _structures(stored: dict[int, dict]) -> dict[int, Any]:
     from mailserver.message.model import MimePart
 
-    return {i: MimePart.from_dict(e.structure) if e.structure else None
-            for i, e in emails.items()}
+    return {i: MimePart.from_dict(d) if d else None for i, d in stored.items()}
 
 
 def _replace_structure(parsed, structure):

@@ -6,7 +6,10 @@ thread hand-off per cursor operation (~1 ms a statement, see ``mailserver.store.
 (PostgreSQL: the same as ``read()``/``write()``). IMAP issues several small transactions per
 command, so this is most of its database cost. Bodies must only execute statements on the
 connection (no blob reads, no awaiting anything else): the one IMAP query that needs blob
-headers (SEARCH HEADER on a header the store does not keep) uses ``slow_read``.
+headers (SEARCH HEADER on a header the store does not keep) uses ``slow_read``. Reads go
+through the daemon's ``reads`` (on SQLite: its own connection, on the event loop); the
+change set of a write is opened and flushed by ``writes`` (plain sqlite3 on SQLite), and on
+SQLite the daemon's ``writes.SqliteWriter`` runs the transaction (one executor hop).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailserver.events import ChangeEvent
-from mailserver.store.accountlock import ChangeSet, begin_change
+from mailserver.servers.imap import writes
+from mailserver.store.accountlock import ChangeSet
 from mailserver.store.mailstore import MailStore
 
 T = TypeVar("T")
@@ -27,18 +31,26 @@ class ImapStore(MailStore):
     async def change(self, account_id: int,
                      fn: Callable[[AsyncConnection, ChangeSet], Awaitable[T]]) -> T:
         async def body(conn: AsyncConnection):
-            cs = await begin_change(conn, account_id)
+            cs = await writes.begin(conn, account_id)
             result = await fn(conn, cs)
             types = frozenset(cs.types)
-            await cs.flush(conn)
+            await writes.flush(conn, cs)
             return result, cs.modseq, types
 
-        result, modseq, types = await self.db.run_write(body)
+        if self.writer is not None:
+            result, modseq, types = await self.writer.run(body)
+        else:
+            result, modseq, types = await self.db.run_write(body)
         if self.bus is not None and types:  # after the commit
             await self.bus.publish(ChangeEvent(account_id, modseq, types))
         return result
 
+    reads = None  # the daemon's ``reads.StoreReads`` (set by it)
+    writer = None  # the daemon's ``writes.SqliteWriter`` on SQLite (set by it)
+
     async def read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        if self.reads is not None:
+            return await self.reads.run(fn)
         return await self.db.run_read(fn)
 
     async def slow_read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:

@@ -16,7 +16,8 @@ responses that bring the client up to date:
 
 The store is asked "did anything change?" with one indexed row read (the mailbox's
 ``highest_modseq``); only then does the view read the change log (``vanished_since``,
-``changed_since``), falling back to a full UID scan when the log is compacted.
+``changed_since``), falling back to a full UID scan when the log is compacted. The reads go
+through ``reads.py`` (plain sqlite3 on SQLite: these run after every command).
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from dataclasses import dataclass, field
 from protocols.imap import responses
 from protocols.imap.values import SequenceSet
 
-from mailserver.store import changes as changes_mod
 from mailserver.store import messages as msg
 from mailserver.store.keywords import flags_to_imap
-from mailserver.store.mailboxes import MailboxNotFound
 
 
 @dataclass(slots=True)
@@ -92,26 +91,16 @@ class MailboxView:
 
     # ---- loading ------------------------------------------------------------------------
     @classmethod
-    async def open(cls, store, account_id: int, path: str,
+    async def open(cls, reads, account_id: int, path: str,
                    readonly: bool) -> tuple["MailboxView | None", object]:
         """(view, mailbox) of the mailbox at ``path`` in one read transaction; (None, None)
-        when there is no such mailbox."""
-        from mailserver.store import mailboxes as mbx
-
-        async def read(conn):
-            box = await mbx.get_mailbox_by_path(conn, account_id, path)
-            if box is None:
-                return None, None, None
-            status = await msg.mailbox_status(conn, account_id, box.id)
-            rows = await msg.list_messages(conn, account_id, box.id)
-            return box, status, rows
-
-        box, status, rows = await store.read(read)
+        when there is no such mailbox. ``reads``: the daemon's ``reads.StoreReads``."""
+        box, status, rows = await reads.open_mailbox(account_id, path)
         if box is None:
             return None, None
         view = cls(account_id, box.id, box.path, status.uidvalidity, readonly)
+        view.uids = [m.uid for m in rows]
         for m in rows:
-            view.uids.append(m.uid)
             view.remember(m)
         view.highest_modseq = status.highest_modseq
         view.max_uid = max(view.uids[-1] if view.uids else 0, status.uid_next - 1)
@@ -119,29 +108,13 @@ class MailboxView:
         return view, box
 
     # ---- bringing the client up to date --------------------------------------------------
-    async def sync(self, store, *, allow_expunge: bool, condstore: bool, qresync: bool,
+    async def sync(self, reads, *, allow_expunge: bool, condstore: bool, qresync: bool,
                    utf8: bool = False) -> bytes:
         out: list[bytes] = []
         since = self.highest_modseq
-
-        async def read(conn):  # one transaction: usually just the one-row status read
-            try:
-                st = await msg.mailbox_status(conn, self.account_id, self.mailbox_id)
-            except MailboxNotFound:
-                return None, [], []
-            if st.highest_modseq == since:
-                return st, [], []
-            rows = await msg.changed_since(conn, self.account_id, self.mailbox_id, since)
-            try:
-                gone = await changes_mod.vanished_since(conn, self.account_id,
-                                                        self.mailbox_id, since)
-            except msg.CannotCalculateChanges:
-                present = {u for u, _e, _m in await msg.uid_map(
-                    conn, self.account_id, self.mailbox_id)}
-                gone = [u for u in self.uids if u not in present]
-            return st, rows, gone
-
-        status, rows, gone = await store.read(read)
+        # one transaction: usually just the one-row status read
+        status, rows, gone = await reads.changes(self.account_id, self.mailbox_id, since,
+                                                 self.uids)
         changed: list[msg.Message] = []
         new: list[msg.Message] = []
         if status is None:  # deleted by another session: everything is gone

@@ -5,11 +5,22 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from imap_driver import one
 from imap_messages import RAW, build
 
-from protocols.imap.fetch import MessageView, fetch_response, needs_parsed, needs_raw
+from protocols.imap import _writers as _w
+from protocols.imap.fetch import (
+    MessageView,
+    fetch_response,
+    needs_parsed,
+    needs_raw,
+    simple_fetch,
+    simple_items,
+)
 from protocols.imap.sections import UnknownCteError
+from protocols.imap.values import FetchAttribute
 from mailserver.message.model import MimePart, ParsedMessage
 
 WHEN = datetime.datetime(
@@ -77,3 +88,30 @@ def test_binary_unknown_cte():
     with pytest.raises(UnknownCteError):
         fetch_response(view, atts(b"(BINARY[1])"))
     assert fetch_response(view, atts(b"(BODY[1])")) == b"* 1 FETCH (BODY[1] {3}\r\nabc)\r\n"
+
+
+# ---- the flags-only fast path: byte-for-byte what fetch_response answers -------------------
+
+_SIMPLE_NAMES = ("UID", "FLAGS", "MODSEQ", "RFC822.SIZE")
+
+
+@given(names=st.lists(st.sampled_from(_SIMPLE_NAMES), min_size=1, max_size=6),
+       uid_fetch=st.booleans(), add_modseq=st.booleans(),
+       flags=st.lists(st.sampled_from(["\\Seen", "\\Deleted", "$Label1", "custom"]),
+                      unique=True),
+       seq=st.integers(1, 10**6), uid=st.integers(1, 2**32 - 1),
+       modseq=st.integers(0, 2**63 - 1), size=st.integers(0, 10**9))
+def test_simple_fetch_matches_fetch_response(names, uid_fetch, add_modseq, flags, seq, uid,
+                                             modseq, size):
+    atts = [FetchAttribute(n) for n in names]
+    items = simple_items(atts, uid_fetch=uid_fetch, add_modseq=add_modseq)
+    assert items is not None
+    view = MessageView(seq=seq, uid=uid, flags=tuple(flags), size=size, modseq=modseq)
+    assert simple_fetch(seq, items, uid, _w.flag_list(flags), modseq, size) == fetch_response(
+        view, atts, uid_fetch=uid_fetch, add_modseq=add_modseq)
+
+
+def test_simple_items_refuses_anything_else():
+    assert simple_items([FetchAttribute("FLAGS"), FetchAttribute("ENVELOPE")]) is None
+    assert simple_items([FetchAttribute("INTERNALDATE")]) is None
+    assert simple_items([FetchAttribute("UID"), FetchAttribute("FLAGS")]) == ("UID", "FLAGS")
