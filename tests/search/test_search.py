@@ -230,7 +230,7 @@ async def test_no_cross_account_leakage(mail):
     b = await mail.account("b@example.com")
     for i in range(6):  # email ids 1..6 in b collide with a's ids
         await mail.add(b, msg("Hello world", from_="bob@example.com", to="zed@example.com",
-                              body=f"zebra number {i}", message_id=f"m1@example.com"))
+                              body=f"zebra number {i}", message_id="m1@example.com"))
     assert await mail.ids(a, Text("subject", "hello")) == {1, 3}
     assert await mail.ids(a, Text("body", "zebra")) == set()
     assert await mail.ids(a, Text("to", "zed")) == set()

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from mailhelpers import create_account, make_raw, recount, stored_counters
 from mailserver.message import parse_message
-from mailserver.store import changes, mailboxes, messages, schema
+from mailserver.store import changes, messages, schema
 from mailserver.store.mailstore import MailStore
 from mailserver.store.messages import CannotCalculateChanges, QuotaExceeded
 

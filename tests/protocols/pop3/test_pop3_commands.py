@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from pop3_driver import make, session
+from pop3_driver import session
 
 from protocols.pop3 import (
     NEED_DATA,
