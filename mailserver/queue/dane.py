@@ -33,6 +33,7 @@ documented simplification.
 
 from __future__ import annotations
 
+import _ssl
 import hashlib
 import ssl
 import time
@@ -53,7 +54,7 @@ ENCRYPT = "encrypt"  # secure TLSA records, none usable: TLS required, not authe
 FAIL = "fail"  # TLSA lookup failed: do not use this host now
 
 # _ssl.Certificate.public_bytes format (ssl exposes no name for it before 3.13)
-_ENCODING_DER = getattr(ssl, "ENCODING_DER", None) or getattr(__import__("_ssl"), "ENCODING_DER", 2)
+_ENCODING_DER = getattr(ssl, "ENCODING_DER", None) or getattr(_ssl, "ENCODING_DER", 2)
 
 USAGES = (2, 3)
 SELECTORS = (0, 1)

@@ -403,6 +403,8 @@ push_subscriptions = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("types", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # RFC 8291 keys as given ({"p256dh", "auth"} JSON); NULL = POST in clear
+    Column("keys", Text, nullable=True),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
 

@@ -6,7 +6,9 @@ queue row exists its status is read from the row (``queue_status``: last attempt
 still "queued"). The row is deleted when the recipient is finished, so the queue worker
 records the final answer first: ``record_final_outcomes(conn, outcomes)`` in the transaction
 that finishes them (``QueueWorker._apply``, right after ``store.finish_many``) — one indexed
-read per queue message, nothing for messages without an ``account_id`` (forwards, DSNs).
+read per queue message, nothing for messages without an ``account_id`` (forwards, DSNs); each
+updated submission is recorded as changed, so the account's EmailSubmission state moves and
+``/changes`` reports it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailserver.store import schema
+from mailserver.store.accountlock import begin_change
 
 ES = schema.email_submissions
 QR = schema.queue_recipients
@@ -49,6 +52,9 @@ async def record_final_outcomes(conn: AsyncConnection, outcomes: Iterable[Any]) 
     for (account_id, queue_id), items in sorted(by_message.items()):
         rows = (await conn.execute(select(ES.c.id, ES.c.delivery_status).where(
             ES.c.account_id == account_id, ES.c.queue_message_id == queue_id))).all()
+        cs = None
+        if rows:  # a property changed: the EmailSubmission state moves (RFC 8620 §5.2)
+            cs = await begin_change(conn, account_id)
         for row in rows:
             status = json.loads(row.delivery_status)
             lower = {k.lower(): k for k in status}
@@ -62,6 +68,9 @@ async def record_final_outcomes(conn: AsyncConnection, outcomes: Iterable[Any]) 
                                                 ES.c.id == row.id)
                                .values(delivery_status=json.dumps(status)))
             changed += 1
+            cs.record("EmailSubmission", row.id, "u")
+        if cs is not None:
+            await cs.flush(conn)
     return changed
 
 

@@ -51,9 +51,15 @@ async def test_delivery_status_after_the_worker(qenv):
             return got["list"][0]["deliveryStatus"]
 
         assert {v["delivered"] for v in (await status()).values()} == {"queued"}
+        [[_n, before, _c]] = await api([["EmailSubmission/get", {
+            "accountId": account, "ids": []}, "0"]])
         clock = FakeClock()
         await qenv.worker(clock).run_until_idle()
         st = await status()
+        # the final outcomes changed the object: its state moved and /changes says so
+        [[_n, ch, _c]] = await api([["EmailSubmission/changes", {
+            "accountId": account, "sinceState": before["state"]}, "0"]])
+        assert ch["updated"] == [sid] and ch["newState"] != before["state"]
     assert sink.recipients() == ["here@ok.remote.test"]
     assert st["here@ok.remote.test"]["delivered"] == "yes"
     assert st["here@ok.remote.test"]["smtpReply"].startswith("250")

@@ -11,7 +11,8 @@ methods), ``emailview`` (Email properties from the store and the blob), ``draft`
 (the message of an Email/set create), ``snippets`` (SearchSnippet), ``ids``, ``queries`` (the
 few SQL reads the store does not offer), ``errors``.
 
-Also: ``blob`` (RFC 9404 Blob/*), ``pushsub`` (PushSubscription), ``submission``
+Also: ``blob`` (RFC 9404 Blob/*), ``pushsub`` (PushSubscription; ``webpush``: RFC 8291
+encryption of its POSTs when the client gives ``keys``), ``submission``
 (EmailSubmission get/set/changes/query/queryChanges, deliveryStatus from the queue),
 ``identity`` (Identity get/changes/set, one default identity per owned address),
 ``vacation`` (VacationResponse; the auto-replies themselves are ``mailserver.autoreply``,
@@ -20,7 +21,7 @@ called by the ingest path), ``rest`` (the /v1 REST facade and its OpenAPI docume
 Not here (yet): PROXY protocol on JMAP listeners (refused at start when configured),
 delayed send (EmailSubmission ``maxDelayedSend`` 0), dsnBlobIds/mdnBlobIds (always empty),
 Mailbox/queryChanges (always cannotCalculateChanges), Email/copy between accounts
-(an account sees only itself), Web Push encryption (PushSubscription ``keys``).
+(an account sees only itself), VAPID (RFC 8292) signing of push POSTs.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
   failures logged, never retried: the client catches up with /changes). With several JMAP
   processes every process pushes (duplicates are harmless for clients; a per-subscription lease
   would make it exactly one — not done).
-- ``url`` must be https, except http to a loopback address (local tools and tests). ``keys``
-  (RFC 8291 message encryption) are refused with invalidProperties: not implemented.
+- ``url`` must be https, except http to a loopback address (local tools and tests). With
+  ``keys`` (``p256dh`` + ``auth``) every POST body is encrypted per RFC 8291 (``webpush``);
+  keys that are not a P-256 point and a 16-byte secret are refused with invalidProperties.
 - ``expires`` is capped at ``MAX_LIFETIME`` (7 days); the server-set value is returned.
 - ``url`` and ``keys`` are write-only (§7.2: never returned by /get).
 """
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from sqlalchemy import delete, func, insert, select, update
 
-from mailserver.servers.jmap import errors
+from mailserver.servers.jmap import errors, webpush
 from mailserver.servers.jmap import emailview as ev
 from mailserver.servers.jmap.core import CORE, Call, JmapCore, arg, string_list
 from mailserver.servers.jmap.errors import MethodError, set_error
@@ -96,10 +97,16 @@ class PushSubscriptions:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT))
         return self._http
 
-    async def _post(self, url: str, body: dict[str, Any]) -> None:
+    async def _post(self, url: str, body: dict[str, Any], keys: str | None = None) -> None:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "TTL": "86400"}
+        if keys:  # RFC 8291: only the client can read it
+            public, auth = webpush.parse_keys(json.loads(keys))
+            data = webpush.encrypt(data, public, auth)
+            headers = {"Content-Type": "application/octet-stream",
+                       "Content-Encoding": "aes128gcm", "TTL": "86400"}
         try:
-            async with self._client().post(url, data=json.dumps(body), headers={
-                    "Content-Type": "application/json", "TTL": "86400"}) as r:
+            async with self._client().post(url, data=data, headers=headers) as r:
                 if r.status >= 300:
                     log.info("push to %s answered %s", urllib.parse.urlsplit(url).hostname,
                              r.status, extra={"event": "push_failed"})
@@ -115,24 +122,33 @@ class PushSubscriptions:
     def _watch(self, account_id: int) -> None:
         task = self._watchers.get(account_id)
         if task is None or task.done():
-            self._watchers[account_id] = asyncio.create_task(self._watcher(account_id))
+            task = self._watchers[account_id] = asyncio.create_task(self._watcher(account_id))
+            task.add_done_callback(self._watcher_done)
+
+    def _watcher_done(self, task: asyncio.Task) -> None:
+        # a watcher that died of an error would silently end pushes for the account: log it
+        # (the next PushSubscription/set or daemon start watches the account again)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("push watcher failed", exc_info=task.exception())
 
     async def _watcher(self, account_id: int) -> None:
         async with self.s.bus.subscribe(account_id) as events:
             async for event in events:
                 now = int(time.time())
                 async with self.s.db.read() as conn:
-                    rows = (await conn.execute(select(PS.c.url, PS.c.types).where(
+                    # PS.c["keys"]: PS.c.keys is ColumnCollection.keys()
+                    cols = (PS.c.url, PS.c.types, PS.c["keys"])
+                    rows = (await conn.execute(select(*cols).where(
                         PS.c.account_id == account_id, PS.c.verified.is_(True),
                         PS.c.expires_at > now))).all()
                 if not rows:
                     self._watchers.pop(account_id, None)
                     return
-                for url, types in rows:
+                for url, types, keys in rows:
                     wanted = None if types is None else set(json.loads(types))
                     change = self.s.state_change_for(account_id, event, wanted)
                     if change is not None:
-                        self._spawn(self._post(url, change))
+                        self._spawn(self._post(url, change, keys))
 
     # -- methods ----------------------------------------------------------------------------
 
@@ -184,8 +200,12 @@ class PushSubscriptions:
                 bad.append("deviceClientId")
             if not _url_ok(obj.get("url")):
                 bad.append("url")
-            if obj.get("keys") is not None:
-                bad.append("keys")
+            keys = obj.get("keys")
+            if keys is not None:
+                try:
+                    webpush.parse_keys(keys)
+                except webpush.KeyError_:
+                    bad.append("keys")
             types = obj.get("types")
             if types is not None and (not isinstance(types, list)
                                       or not all(isinstance(t, str) for t in types)):
@@ -199,8 +219,9 @@ class PushSubscriptions:
                     expires = min(max(t, now), now + MAX_LIFETIME)
             if bad:
                 not_created[cid] = set_error(
-                    "invalidProperties", "message encryption (keys) is not supported"
-                    if "keys" in bad else None, properties=sorted(set(bad)))
+                    "invalidProperties", "keys must be a P-256 public key (p256dh) and a "
+                    "16-byte secret (auth), base64url" if "keys" in bad else None,
+                    properties=sorted(set(bad)))
                 continue
             code = secrets.token_urlsafe(24)
             async with self.s.db.write() as conn:
@@ -211,13 +232,15 @@ class PushSubscriptions:
                     account_id=call.account.id, id=new_id,
                     device_client_id=obj["deviceClientId"], url=obj["url"],
                     verification_code=code, verified=False, expires_at=expires,
-                    types=None if types is None else json.dumps(types), created_at=now))
+                    types=None if types is None else json.dumps(types), created_at=now,
+                    keys=None if keys is None else json.dumps(keys)))
             sid = f"p{new_id}"
             call.created_ids[cid] = sid
             created[cid] = {"id": sid, "keys": None, "expires": ev.utc_date(expires)}
             verifications.append((obj["url"], {"@type": "PushVerification",
                                                "pushSubscriptionId": sid,
-                                               "verificationCode": code}))
+                                               "verificationCode": code},
+                                  None if keys is None else json.dumps(keys)))
         for key, patch in update_.items():
             sid = _decode(call.resolve_id(key))
             error = await self._update(call, sid, patch, now) if isinstance(patch, dict) \
@@ -235,8 +258,8 @@ class PushSubscriptions:
                 destroyed.append(key)
             else:
                 not_destroyed[key] = set_error("notFound")
-        for url, body in verifications:  # after the commit: the client may answer at once
-            self._spawn(self._post(url, body))
+        for url, body, keys in verifications:  # after the commit: the client may answer
+            self._spawn(self._post(url, body, keys))
         return {"created": created or None, "updated": updated or None,
                 "destroyed": destroyed or None, "notCreated": not_created or None,
                 "notUpdated": not_updated or None, "notDestroyed": not_destroyed or None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -174,6 +175,23 @@ async def test_imap_style_flag_change_pushes_keyword_state(jmap):
     assert MAIL
 
 
+@contextlib.asynccontextmanager
+async def push_receiver(handler):
+    """A push service on loopback: POST /push goes to ``handler``; yields the URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/push", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/push"
+    finally:
+        await runner.cleanup()
+
+
 async def test_push_subscription_verification_and_delivery(jmap):
     """RFC 8620 §7.2: PushVerification to the URL, verificationCode update, then StateChange."""
     from aiohttp import web
@@ -184,15 +202,7 @@ async def test_push_subscription_verification_and_delivery(jmap):
         await received.put(await request.json())
         return web.Response(status=201)
 
-    app = web.Application()
-    app.router.add_post("/push", receiver)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}/push"
-    try:
+    async with push_receiver(receiver) as url:
         r = await jmap.request([["PushSubscription/set", {"create": {"s": {
             "deviceClientId": "phone-1", "url": url, "types": ["Email"]}}}, "0"]], [CORE])
         created = r[0][1]["created"]["s"]
@@ -226,8 +236,6 @@ async def test_push_subscription_verification_and_delivery(jmap):
         assert r[0][1]["notCreated"]["a"]["properties"] == ["url"]
         assert r[0][1]["notCreated"]["b"]["properties"] == ["keys"]
         assert r[1][1]["type"] == "invalidArguments"
-    finally:
-        await runner.cleanup()
 
 
 async def test_stop_ends_push_streams(jmap):
@@ -244,3 +252,57 @@ async def test_stop_ends_push_streams(jmap):
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
                             aiohttp.WSMsgType.CLOSING)
         await ws.close()
+
+
+async def test_push_subscription_with_keys_is_encrypted(jmap):
+    """RFC 8620 §7.2 keys → RFC 8291 aes128gcm bodies, decrypted here by the independent
+    ``http_ece`` library with the client's private key."""
+    import base64
+
+    import http_ece
+    from aiohttp import web
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    ua_key = ec.generate_private_key(ec.SECP256R1())
+    ua_public = ua_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    auth = bytes(range(16))
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    received: asyncio.Queue = asyncio.Queue()
+
+    async def receiver(request: web.Request) -> web.Response:
+        await received.put((request.headers.get("Content-Encoding"), await request.read()))
+        return web.Response(status=201)
+
+    def opened(item) -> dict:
+        encoding, body = item
+        assert encoding == "aes128gcm" and not body.startswith(b"{")
+        return json.loads(http_ece.decrypt(body, private_key=ua_key, auth_secret=auth,
+                                           version="aes128gcm"))
+
+    async with push_receiver(receiver) as url:
+        keys = {"p256dh": b64(ua_public), "auth": b64(auth)}
+        r = await jmap.request([["PushSubscription/set", {"create": {"s": {
+            "deviceClientId": "phone-2", "url": url, "keys": keys}}}, "0"]], [CORE])
+        sid = r[0][1]["created"]["s"]["id"]
+        verification = opened(await asyncio.wait_for(received.get(), TIMEOUT))
+        assert verification["@type"] == "PushVerification"
+        assert verification["pushSubscriptionId"] == sid
+        await jmap.request([["PushSubscription/set", {"update": {
+            sid: {"verificationCode": verification["verificationCode"]}}}, "0"]], [CORE])
+        got = await jmap.request([["PushSubscription/get", {}, "0"]], [CORE])
+        assert "keys" not in got[0][1]["list"][0]  # write-only
+        await jmap.deliver(message("Pushed, encrypted"))
+        change = opened(await asyncio.wait_for(received.get(), TIMEOUT))
+        assert change["@type"] == "StateChange" and jmap.account in change["changed"]
+        # keys that are not a P-256 point and a 16-byte secret are refused
+        for bad in ({"p256dh": "x", "auth": "y"},
+                    {"p256dh": b64(ua_public), "auth": b64(b"short")},
+                    {"p256dh": b64(b"\x04" + bytes(64)), "auth": b64(auth)},
+                    {"p256dh": b64(ua_public)}):
+            r = await jmap.request([["PushSubscription/set", {"create": {"b": {
+                "deviceClientId": "x", "url": url, "keys": bad}}}, "0"]], [CORE])
+            assert r[0][1]["notCreated"]["b"]["properties"] == ["keys"], bad
