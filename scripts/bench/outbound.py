@@ -3,13 +3,16 @@
 same messages to the same sink, in the same run.
 
     python scripts/bench/outbound.py [-n 10000] [--domains 50] [--size 5000] [--workers 20]
-                                     [--url URL] [--no-postfix] [--profile]
+                                     [--procs 1] [--url URL] [--no-postfix] [--profile]
 
 Ours: the messages are queued first (blob + queue rows, not timed), then one ``QueueWorker``
 (MX routing through a knot server on loopback serving ``*.outbound.bench MX → 127.0.0.1``,
 connections to the sink's port) runs until the queue is empty. Timed: that run; CPU: this
 process (``getrusage``), i.e. the worker plus the database work it causes (SQLite in-process;
-with ``--url`` PostgreSQL's own CPU is not counted).
+with ``--url`` PostgreSQL's own CPU is not counted). ``--procs N`` (N > 1): N worker processes
+share the queue the way ``mailserver serve queue`` on several processes does (claims by
+lease); timed from their start (their start-up included) until all have exited with the queue
+empty; CPU: theirs (``RUSAGE_CHILDREN``). Each process has ``--workers`` connections.
 
 Postfix: a private instance (own config/queue directory, smtpd on a free loopback port, no
 chroot) with ``transport_maps`` sending every domain to ``smtp:[127.0.0.1]:<sink>`` (no DNS).
@@ -123,6 +126,8 @@ async def run_ours(args, tmp: Path, sink_port: int) -> tuple[float, float]:
                                             sender="sender@example.test",
                                             recipients=[f"rcpt{i}@d{i % args.domains}.{ZONE_APEX}"],
                                             now=now)
+            if args.procs > 1:
+                return await _run_procs(args, raw_cfg, app)
             worker = make_worker(app, cfg.queue)
             prof = None
             if args.profile:
@@ -144,6 +149,61 @@ async def run_ours(args, tmp: Path, sink_port: int) -> tuple[float, float]:
     finally:
         dns.stop()
     return elapsed, cpu
+
+
+async def _run_procs(args, raw_cfg: dict, app) -> tuple[float, float]:
+    import json
+
+    from sqlalchemy import func, select
+
+    from mailserver.store import schema
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--child", json.dumps(raw_cfg),
+        stdout=asyncio.subprocess.PIPE) for _ in range(args.procs)]
+    outs = [await p.communicate() for p in procs]
+    elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    stats = [json.loads(out.decode().strip().splitlines()[-1]) for out, _err in outs]
+    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
+    async with app.db.read() as conn:
+        left = (await conn.execute(select(func.count()).select_from(
+            schema.queue_recipients))).scalar_one()
+    delivered = sum(st["delivered"] for st in stats)
+    assert left == 0 and delivered == args.n, (left, stats)
+    print(f"ours: {args.procs} processes {stats} engine={app.db.dialect}", flush=True)
+    return elapsed, cpu
+
+
+async def child(raw: dict) -> None:
+    """One worker process of ``--procs``: deliver until nothing is left to claim."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from mailserver.app import open_app
+    from mailserver.config import parse_config
+    from mailserver.servers.queue import make_worker
+    from mailserver.store import schema
+
+    cfg = parse_config(raw)
+    app = await open_app(cfg)
+    try:
+        worker = make_worker(app, cfg.queue)
+        while True:
+            await worker.run_until_idle()
+            async with app.db.read() as conn:  # rows the other process holds may come back
+                left = (await conn.execute(select(func.count()).select_from(
+                    schema.queue_recipients))).scalar_one()
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        print(json.dumps(worker.stats), flush=True)
+    finally:
+        await app.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,12 +359,18 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups (postfix stop)
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        import json
+
+        asyncio.run(child(json.loads(sys.argv[2])))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=10000, help="messages (one recipient each)")
     ap.add_argument("--domains", type=int, default=50)
     ap.add_argument("--size", type=int, default=5000, help="message size in bytes")
     ap.add_argument("--workers", type=int, default=20, help="our concurrent connections")
     ap.add_argument("--batch", type=int, default=500, help="our claim batch size")
+    ap.add_argument("--procs", type=int, default=1, help="our worker processes")
     ap.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--no-ours", action="store_true", help="only the Postfix side")
@@ -326,7 +392,7 @@ def main() -> None:
         sink.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"messages={args.n} domains={args.domains} size={args.size} "
-          f"workers={args.workers}")
+          f"workers={args.workers} procs={args.procs}")
     if not args.no_ours:
         print(f"ours:    {args.n / ours_t:8.0f} msgs/s  {1000 * ours_cpu / args.n:6.2f} ms CPU/msg "
               f"({ours_t:.2f} s)")
