@@ -46,6 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy import case
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailserver.store import schema
+
 __all__ = ["ThrottleDecision", "LoginThrottle", "MemoryLoginThrottle", "StoreLoginThrottle",
            "ThrottlePolicy", "network_key"]
 
@@ -201,11 +206,6 @@ async def _count_failure(conn, key: str, ms: int, window_start: int) -> int:
     """One more failure of ``key`` (a new window when the old one is over); the new count.
     Atomic under concurrent writers: an UPDATE … RETURNING, else an insert that does nothing
     when another process inserted the row first (then the update again)."""
-    from sqlalchemy import case
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from mailserver.store import schema
-
     t = schema.login_failures
     stale = t.c.first_at <= window_start
     bump = t.update().where(t.c.key == key).values(
@@ -251,8 +251,6 @@ class StoreLoginThrottle(_Throttle):
         return ALLOW
 
     async def failed(self, ip: str | None, user: str | None) -> ThrottleDecision:
-        from mailserver.store import schema
-
         now = self.clock()
         p = self.policy
         t = schema.login_failures
@@ -288,8 +286,6 @@ class StoreLoginThrottle(_Throttle):
         key = "u:" + user[:300]
         if key not in self._failing and key not in self._local:
             return  # nothing to clear: no query on the common path
-        from mailserver.store import schema
-
         self._local.pop(key, None)
         self._failing.discard(key)
         try:
@@ -306,8 +302,6 @@ class StoreLoginThrottle(_Throttle):
         await asyncio.shield(self._loading)
 
     async def _load(self) -> None:
-        from mailserver.store import schema
-
         now = self.clock()
         t = schema.login_failures
         ms, window_start = int(now * 1000), int((now - self.policy.window) * 1000)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailserver.mailauth.dns import DnsTempError, Resolver
@@ -168,7 +169,7 @@ def verify_chain(policy: DanePolicy, chain: list[x509.Certificate], *,
         if i < anchor:
             try:
                 cert.verify_directly_issued_by(chain[i + 1])
-            except (ValueError, TypeError, Exception) as e:  # InvalidSignature and friends
+            except (ValueError, TypeError, InvalidSignature) as e:
                 return f"chain does not verify up to the trust anchor: {type(e).__name__}"
     wanted = {n.rstrip(".").lower() for n in (*names, policy.base) if n}
     if not _names_match(leaf, wanted):

@@ -45,8 +45,8 @@ directory, blobs and locks do the work. Decisions:
 - **Authentication**: USER/PASS and SASL PLAIN/LOGIN (``protocols.sasl``), against
   ``Directory.authenticate`` (passwords and app passwords). ``[pop3] tls``: "required" refuses
   them before STLS/implicit TLS, "starttls" offers STLS and allows them, "none" offers no STLS.
-  Failures go through the app's shared login throttle (``App.login_throttle``, else a
-  ``MemoryLoginThrottle``; per network and per login): the tarpit delay
+  Failures go through the app's shared login throttle (``App.login_throttle``: per network
+  and per login, counted across every daemon and node): the tarpit delay
   before ``-ERR [AUTH]``, and while a key is locked out ``-ERR [SYS/TEMP]`` without checking the
   password, then the connection is closed. ``limits.max_auth_failures`` per connection.
 - **Timeouts**: ``limits.idle_timeout`` waiting for a command (RFC 1939 §3: at least 10 min),
@@ -67,7 +67,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from mailserver.auth.throttle import MemoryLoginThrottle
 from mailserver.blobs.base import BlobNotFound
 from mailserver.blobs.fs import FileBlobStore
 from mailserver.servers.base import (
@@ -308,8 +307,7 @@ class Pop3Daemon:
         self.limits = cfg.limits
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.store = MailStore(app.db, app.blobs, app.bus)
-        # one failed-login budget with every daemon (App.login_throttle) when the app has one
-        self.throttle = getattr(app, "login_throttle", None) or MemoryLoginThrottle()
+        self.throttle = app.login_throttle  # one failed-login budget with every daemon
         self.stream_threshold = STREAM_THRESHOLD
         self.lease_ttl = LEASE_TTL
         self.lease_writes = _LeaseWrites(app.db)

@@ -35,7 +35,6 @@ from typing import Any
 
 from aiohttp import web
 
-from mailserver.auth.throttle import MemoryLoginThrottle
 from mailserver.config import parse_listen
 
 log = logging.getLogger("mailserver.jmap")
@@ -97,8 +96,7 @@ async def start(app: Any, section: Any) -> JmapDaemon:
     if section.proxy_protocol:
         raise RuntimeError("jmap.proxy_protocol is not supported yet: terminate the PROXY "
                            "protocol in the load balancer and forward HTTP")
-    throttle = getattr(app, "login_throttle", None) or MemoryLoginThrottle()
-    service = JmapService(app, section, throttle)
+    service = JmapService(app, section, app.login_throttle)
     await service.load_secret()
     await service.push_subscriptions.start()
     runner = web.AppRunner(service.web_app(), handle_signals=False, access_log=None,
