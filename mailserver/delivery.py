@@ -412,7 +412,7 @@ class Deliverer:
                 res = await self.directory.resolve(rcpt, conn)  # a directory.Resolution
                 resolved[rcpt] = sorted(set(res.account_ids)), list(res.remote)
 
-        await self.db.run_read(resolve_all)
+        await self.db.read_inline(resolve_all)  # indexed rows: no thread hop
         accounts = sorted({a for acc, _r in resolved.values() for a in acc})
         blob_id = await self.blobs.put(raw) if accounts else ""
         kw = tuple(keywords)

@@ -207,21 +207,23 @@ class LocalRecipients:
         if hit is not None and hit[0] > now:
             return hit[1]
         directory = self.directory
-        async with self.app.db.read() as conn:
+
+        async def read(conn) -> _RcptFacts:
             res = await directory.resolve(address, conn)
             if not res.found:
                 hosted = await directory.is_hosted_domain(address.rpartition("@")[2], conn)
-                facts = _RcptFacts(hosted, False, (), False)
-            else:
-                quotas = []
-                for account_id in res.account_ids:
-                    try:
-                        account = await directory.get_account_by_id(account_id, conn)
-                    except LookupError:
-                        continue
-                    quotas.append((account.quota_bytes, account.used_bytes))
-                facts = _RcptFacts(True, True, tuple(quotas),
-                                   len(res.account_ids) == 1 and not res.remote)
+                return _RcptFacts(hosted, False, (), False)
+            quotas = []
+            for account_id in res.account_ids:
+                try:
+                    account = await directory.get_account_by_id(account_id, conn)
+                except LookupError:
+                    continue
+                quotas.append((account.quota_bytes, account.used_bytes))
+            return _RcptFacts(True, True, tuple(quotas),
+                              len(res.account_ids) == 1 and not res.remote)
+
+        facts = await self.app.db.read_inline(read)  # a few indexed rows: no thread hop
         if not facts.found:
             return facts
         if len(self._cache) >= self.max_entries:

@@ -1,6 +1,10 @@
 """Database connections for both engines: SQLite (aiosqlite) and PostgreSQL (asyncpg).
 
 ``Database.write()`` opens a write transaction, ``Database.read()`` a read transaction.
+``run_read(body)`` / ``run_write(body)`` run a whole transaction body in one go; on a SQLite
+file ``run_read`` goes through ``mailserver.store.sqlitereader`` (a small thread pool on plain
+``sqlite3`` connections) and ``read_inline(body)``, for the short indexed reads of the hot
+paths, runs it on the calling thread without any hop.
 
 SQLite: WAL, ``synchronous=FULL`` (a commit is on disk when it returns), ``BEGIN IMMEDIATE`` for
 writers so that a writer never fails half-way on a lock upgrade, a busy timeout for writers in
@@ -25,6 +29,8 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mailserver.store.sqlitereader import NotInline, SqliteReader
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -58,6 +64,8 @@ class Database:
             kwargs.update(pool_reset_on_return=None)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._reader: Any = None  # sqlitereader.SqliteReader, made on first use
+        self._reader_usable = False
         self._writer_file: str | None = None
         self._writer_fd: int | None = None
         if self.dialect == "sqlite":
@@ -65,6 +73,7 @@ class Database:
             path = make_url(self.url).database
             if path and path != ":memory:" and not path.startswith("file:"):
                 self._writer_file = path + "-writer.lock"
+                self._reader_usable = True
 
     def _setup_sqlite(self) -> None:
         sync_engine = self.engine.sync_engine
@@ -128,19 +137,47 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    def _sqlite_reader(self) -> Any:
+        """The ``SqliteReader`` of a SQLite file database (None otherwise or after close)."""
+        if self._reader is None and self._reader_usable:
+            self._reader = SqliteReader(self.url, SQLITE_BUSY_TIMEOUT_MS)
+        if self._reader is not None and self._reader.closed:
+            return None
+        return self._reader
+
     async def run_read(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``await body(conn)`` in one read transaction.
 
-        On SQLite the whole body runs inside the connection's own thread in one hop
-        (``mailserver.store.inthread``): through the async adapter every statement costs
-        ~1 ms of thread hand-offs, which made a three-query address lookup cost more CPU
-        than parsing the message. ``body`` must only execute statements on ``conn``.
+        On a SQLite file the whole transaction runs in one hop to a reader thread on a plain
+        ``sqlite3`` connection (``mailserver.store.sqlitereader``). ``body`` must only execute
+        statements on ``conn`` (it is driven synchronously: ``mailserver.store.inthread``).
         """
+        reader = self._sqlite_reader()
+        if reader is not None:
+            return await reader.run(body)
         if self.dialect != "sqlite":
             async with self.read() as conn:
                 return await body(conn)
-        async with self.engine.connect() as conn:
+        async with self.engine.connect() as conn:  # :memory: & co.: the connection's thread
             return await _in_sqlite_thread(conn, "BEGIN", body)
+
+    async def read_inline(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``run_read``, but on a SQLite file right here on the calling thread: for a few short
+        indexed reads (an address, an account row, a mailbox's status), where the hop to a
+        thread cost more than the read. Never waits for a lock: when one is in the way
+        (WAL recovery, a checkpoint restarting the log) it takes the ``run_read`` path."""
+        reader = self._sqlite_reader()
+        if reader is not None:
+            try:
+                return reader.run_inline(body)
+            except NotInline:
+                return await reader.run(body)
+        return await self.run_read(body)
+
+    def raw_reader(self) -> Any:
+        """The ``SqliteReader`` for plain-``sqlite3`` reads (``run_inline_raw``/``run_raw``),
+        or None (PostgreSQL, ``:memory:``, closed): callers keep a store-function path."""
+        return self._sqlite_reader()
 
     async def run_write(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``await body(conn)`` in one write transaction, committed when it returns.
@@ -196,6 +233,8 @@ class Database:
                 await conn.exec_driver_sql(statement)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         await self.engine.dispose()
         if self._writer_fd is not None:
             os.close(self._writer_fd)

@@ -1,18 +1,18 @@
 """The reads IMAP makes on every command, in as few hops as possible.
 
-Profiled (server CPU per command, one client, SQLite): a read transaction through
-``Database.run_read`` cost ~0.6 ms before its first statement (pool checkout, thread hop,
-GIL hand-offs, the pool's reset-on-return) and ~0.2-0.4 ms per SQLAlchemy statement; every
-IMAP command makes one or two (the ``MailboxView.sync`` status check after each command
-alone). The same statements as plain ``sqlite3`` calls cost ~0.01-0.05 ms.
+Profiled (server CPU per command, one client, SQLite): ~0.1-0.2 ms per SQLAlchemy statement
+even without any thread hop, and every IMAP command makes one or two reads (the
+``MailboxView.sync`` status check after each command alone). The same statements as plain
+``sqlite3`` calls cost ~0.01-0.05 ms.
 
-So on SQLite ``SqliteReads`` runs them on its own read-only ``sqlite3`` connection, directly
-on the event loop: each is a short read of an indexed range (WAL readers never wait for
-writers) and costs far less than a hand-off to a thread would. The SQL mirrors the store's
+So on SQLite ``SqliteReads`` runs them as plain SQL on the Database's inline read connection
+(``Database.raw_reader()``, ``store.sqlitereader``), directly on the event loop: each is a
+short read of an indexed range (WAL readers never wait for writers) and costs far less than a
+hand-off to a thread would. The SQL mirrors the store's
 functions of the same names (``mailserver.store.messages``/``mailboxes``/``changes``) and
 returns the same value objects. Every method is one transaction (a consistent snapshot).
 ``run(body)`` runs any store read function there too (``ImapStore.read``: LIST, STATUS,
-SEARCH, …), through a synchronous SQLAlchemy connection on the same ``sqlite3`` connection.
+SEARCH, …) through ``Database.read_inline``.
 On PostgreSQL, ``StoreReads`` calls those store functions in one ``run_read`` each.
 """
 
@@ -22,12 +22,9 @@ import json
 import sqlite3
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import StaticPool
 
 from mailserver.store import changes as changes_mod
-from mailserver.store import inthread
 from mailserver.store import messages as msg
 from mailserver.store.keywords import decode_keywords
 from mailserver.store.mailboxes import (
@@ -36,6 +33,7 @@ from mailserver.store.mailboxes import (
     MailboxNotFound,
     normalize_path,
 )
+from mailserver.store.sqlitereader import NotInline
 
 Structures = dict[int, dict]  # email id → stored MIME structure (``emails.structure_json``)
 
@@ -154,36 +152,25 @@ def sqlite_path(db) -> str | None:
 
 
 class SqliteReads(StoreReads):
-    def __init__(self, store, path: str) -> None:
+    def __init__(self, store, reader) -> None:
         super().__init__(store)
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._engine: Any = None
+        self.reader = reader  # the Database's ``store.sqlitereader.SqliteReader``
 
     @classmethod
     def for_store(cls, store) -> StoreReads:
-        path = sqlite_path(store.db)
-        return StoreReads(store) if path is None else cls(store, path)
+        reader = store.db.raw_reader()
+        return StoreReads(store) if reader is None else cls(store, reader)
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA query_only = 1")
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA cache_size = -8000")
-            self._conn = conn
-        return self._conn
-
-    def _txn(self, fn, *args) -> Any:
-        conn = self._db()
-        conn.execute("BEGIN")
+    async def _txn(self, fn, *args) -> Any:
+        """``fn(sqlite3_connection, *args)`` in one read transaction, here on the event loop;
+        in a reader thread when a lock is in the way (``Database.read_inline``)."""
         try:
-            return fn(conn, *args)
-        finally:
-            conn.execute("COMMIT")
+            return self.reader.run_inline_raw(fn, *args)
+        except NotInline:
+            return await self.reader.run_raw(fn, *args)
 
     async def mailbox_by_path(self, account_id: int, path: str) -> Mailbox | None:
-        return self._txn(_mailbox_by_path, account_id, path)
+        return await self._txn(_mailbox_by_path, account_id, path)
 
     async def open_mailbox(self, account_id: int, path: str):
         def read(conn):
@@ -194,7 +181,7 @@ class SqliteReads(StoreReads):
             rows = conn.execute(_MSG + " ORDER BY mm.uid", (account_id, box.id)).fetchall()
             return box, st, [_message(r) for r in rows]
 
-        return self._txn(read)
+        return await self._txn(read)
 
     async def changes(self, account_id: int, mailbox_id: int, since: int, known: list[int]):
         def read(conn):
@@ -220,7 +207,7 @@ class SqliteReads(StoreReads):
                 gone = [u for u in known if u not in present]
             return st, rows, gone
 
-        return self._txn(read)
+        return await self._txn(read)
 
     async def messages(self, account_id: int, mailbox_id: int, uids: list[int],
                        since: int | None = None,
@@ -254,7 +241,7 @@ class SqliteReads(StoreReads):
                         found[email_id] = json.loads(js)
             return rows, found
 
-        return self._txn(read)
+        return await self._txn(read)
 
     async def account_modseqs(self, account_ids: list[int]) -> dict[int, int]:
         def read(conn):
@@ -265,28 +252,14 @@ class SqliteReads(StoreReads):
                     out[a] = row[0]
             return out
 
-        return self._txn(read)
+        return await self._txn(read)
 
     async def run(self, body):
-        """Store functions run on this connection too (``inthread.ThreadConnection`` over a
-        synchronous SQLAlchemy connection): no pool checkout, no thread hop."""
-        return self._txn(self._run, body)
-
-    def _run(self, conn: sqlite3.Connection, body):
-        if self._engine is None:
-            borrowed = inthread._Borrowed(conn)  # transactions stay with _txn
-            self._engine = create_engine("sqlite://", creator=lambda: borrowed,
-                                         poolclass=StaticPool)
-        with self._engine.connect() as sync:
-            return inthread.drive(body(inthread.ThreadConnection(sync)))
+        """Store functions (LIST, STATUS, SEARCH …) inline too (``Database.read_inline``)."""
+        return await self.store.db.read_inline(body)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        pass  # the connections are the Database's
 
 
 def _mailbox_by_path(conn: sqlite3.Connection, account_id: int, path: str) -> Mailbox | None:

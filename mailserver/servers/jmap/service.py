@@ -26,7 +26,8 @@ Decisions:
   400 (notJSON, notRequest, unknownCapability, limit), 401 unauthenticated, 404 unknown
   account or blob, 413 an upload over ``maxSizeUpload``, 429 over a concurrency limit.
 - I-JSON (RFC 7493): duplicate member names, NaN/Infinity and invalid UTF-8 are notJSON.
-- Reads on SQLite run in ``sqlitereader`` threads (one hop per transaction, no async pool);
+- Reads go through ``Database.run_read`` (on SQLite: ``store.sqlitereader`` threads, one hop per
+  transaction, no async pool);
   responses are serialized by ``dumps_response``, which splices in the ready JSON of list
   views (``emailview.PrerenderedList``).
 - Push: EventSource and WebSocket subscribe to ``app.bus`` before answering, so every commit
@@ -47,7 +48,6 @@ import json
 import logging
 import re
 import secrets
-import sqlite3
 import time
 import urllib.parse
 from typing import Any
@@ -59,18 +59,18 @@ from mailserver.message.mime import decode_body
 from mailserver.message.model import MimePart
 from mailserver.servers.jmap import core, errors, ids, queries
 from mailserver.servers.jmap import emailview as ev
-from mailserver.servers.jmap.core import JmapCore, Limits
-from mailserver.servers.jmap.errors import RequestError
 from mailserver.servers.jmap.blob import BLOB, BlobMethods
 from mailserver.servers.jmap.blob import capability as blob_capability
+from mailserver.servers.jmap.core import JmapCore, Limits
+from mailserver.servers.jmap.errors import RequestError
+from mailserver.servers.jmap.identity import Identities
 from mailserver.servers.jmap.mail import MailMethods
 from mailserver.servers.jmap.pushsub import PushSubscriptions
 from mailserver.servers.jmap.rest import RestFacade
-from mailserver.servers.jmap.sqlitereader import SqliteReader
 from mailserver.servers.jmap.submission import Submissions
-from mailserver.servers.jmap.identity import Identities
 from mailserver.servers.jmap.vacation import VacationMethods
 from mailserver.store import schema
+from mailserver.store.sqlitereader import NotInline
 
 log = logging.getLogger("mailserver.jmap")
 
@@ -89,7 +89,6 @@ class JmapService:
         self.app = app
         self.section = section
         self.db, self.blobs, self.bus = app.db, app.blobs, app.bus
-        self.reader = SqliteReader(self.db) if SqliteReader.usable(self.db) else None
         self.deliverer, self.directory = app.deliverer, app.directory
         self.hostname = app.config.server.effective_hostname()
         self.limits = Limits(max_size_upload=app.config.limits.max_message_size)
@@ -131,23 +130,22 @@ class JmapService:
 
     async def read(self, body, *, in_thread: bool = True):
         """``body(conn)`` in one read transaction; on SQLite the whole transaction (BEGIN,
-        body, COMMIT) in one thread hop (``sqlitereader``)."""
+        body, COMMIT) in one thread hop (``store.sqlitereader``)."""
         if in_thread:
-            if self.reader is not None:  # SQLite: see ``sqlitereader``
-                return await self.reader.run(body)
             return await self.db.run_read(body)
         async with self.db.read() as conn:
             return await body(conn)
 
     def read_inline(self, body) -> Any:
         """``body(conn)`` in a read transaction on the event loop thread — SQLite only, for a
-        few single-row reads (``sqlitereader.run_inline``); None when that is not possible
-        (PostgreSQL, or a lock in the way): the caller then uses ``read``."""
-        if self.reader is None or self.reader.closed:
+        few single-row reads (``store.sqlitereader.run_inline``); None when that is not
+        possible (PostgreSQL, or a lock in the way): the caller then uses ``read``."""
+        reader = self.db.raw_reader()
+        if reader is None:
             return None
         try:
-            return self.reader.run_inline(body)
-        except sqlite3.OperationalError:  # SQLITE_BUSY (WAL recovery, checkpoint restart …)
+            return reader.run_inline(body)
+        except NotInline:  # SQLITE_BUSY (WAL recovery, checkpoint restart …)
             return None
 
     # ------------------------------------------------------------------------------------------
@@ -603,8 +601,6 @@ class JmapService:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutdown")
-        if self.reader is not None:
-            self.reader.close()
 
 
 _SPLICE = f"\x00{secrets.token_hex(8)}:"
