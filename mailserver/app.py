@@ -5,7 +5,8 @@ store, the ``Directory``, the change bus, the ``Deliverer`` (the one ingest path
 failed-login throttle (one budget across daemons, processes and nodes). Nothing
 else in the code base constructs these from configuration; everything below receives them.
 
-``configure_logging`` sets up the one-line-per-event logs of ``[log]``.
+``configure_logging`` sets up the one-line-per-event logs of ``[log]`` (with a ``worker``
+field in the worker processes of ``serve``).
 """
 
 from __future__ import annotations
@@ -156,13 +157,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-def configure_logging(config: LogConfig, stream: IO[str] | None = None) -> None:
+class _WorkerField(logging.Filter):
+    """Stamps every record with the worker index (``serve`` with ``server.processes`` > 1):
+    all workers write to the supervisor's stderr, so journald files them under one PID."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(config: LogConfig, stream: IO[str] | None = None, *,
+                      worker: int | None = None) -> None:
+    """``worker``: the index of this worker process; adds a ``worker`` field to each line."""
     handler = logging.StreamHandler(stream or sys.stderr)
     if config.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
+        prefix = "" if worker is None else f"[worker {worker}] "
         handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+            f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

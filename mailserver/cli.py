@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="run daemons (default: every enabled one that exists)")
     p.add_argument("daemons", nargs="*", metavar="DAEMON",
                    help="mx, submission, lmtp, imap, pop3, jmap, queue, maintenance")
+    p.add_argument("--processes", metavar="N|auto",
+                   help="worker processes sharing the ports (default: server.processes)")
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(handler=cli_serve.cmd_serve)
 
     from mailserver import cli_queue

@@ -31,8 +31,10 @@ MiB = 1024 * 1024
 # Unit markers for Annotated field types.
 SIZE = "size"
 DURATION = "duration"
+PROCESSES = "processes"
 Size = Annotated[int, SIZE]
 Duration = Annotated[float, DURATION]
+Processes = Annotated[int, PROCESSES]  # an integer >= 1 or "auto" (resolved when loading)
 
 
 class ConfigError(Exception):
@@ -141,6 +143,8 @@ TlsMode = Literal["none", "starttls", "required"]
 class ServerConfig:
     hostname: str = ""  # "" = the machine's fully qualified name (socket.getfqdn())
     data_dir: str = field(default=DEFAULT_DATA_DIR, metadata=_check(_not_empty))
+    # worker processes of `mailserver serve` (mailserver.supervisor); "auto" = one per CPU
+    processes: Processes = 1
 
     def effective_hostname(self) -> str:
         return self.hostname or socket.getfqdn()
@@ -371,6 +375,23 @@ def parse_duration(value: str | int | float) -> float:
     return float(m[1]) * _DURATION_UNITS[(m[2] or "s").lower()]
 
 
+def parse_processes(value: str | int) -> int:
+    """Worker processes from an integer >= 1 or "auto": one per CPU this process may use
+    (``os.sched_getaffinity``, so ``CPUAffinity=`` and cpusets count; else ``os.cpu_count``)."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'expected an integer >= 1 or "auto", got {value!r}')
+    if value < 1:
+        raise ValueError('must be at least 1 (or "auto")')
+    return value
+
+
 def format_size(n: int) -> str:
     for unit, mult in (("T", 1024 ** 4), ("G", 1024 ** 3), ("M", MiB), ("K", 1024)):
         if n >= mult and n % mult == 0:
@@ -519,6 +540,8 @@ class _Loader:
                     return parse_size(value)
                 if DURATION in extra:
                     return parse_duration(value)
+                if PROCESSES in extra:
+                    return parse_processes(value)
             except (ValueError, TypeError) as e:
                 raise self.error(kp, str(e)) from None
             return self.convert(base, value, kp)

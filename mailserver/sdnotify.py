@@ -17,16 +17,23 @@ SD_LISTEN_FDS_START = 3
 
 
 def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Send ``state`` (e.g. ``"READY=1\\nSTATUS=…"``); True when a notify socket was set."""
+    """Send ``state`` (e.g. ``"READY=1\\nSTATUS=…"``); True when it was sent.
+
+    A notify socket that is set but gone (the receiver exited) is not our failure: like
+    sd_notify(3), report it and carry on.
+    """
     env = os.environ if environ is None else environ
     address = env.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError:
+        return False
     return True
 
 

@@ -20,7 +20,11 @@ the ratios against the targets of issue 6 (≥ 0.5× Dovecot's operations/s, ≤
 per idle connection).
 
 Our daemon runs in a child process (``--serve``) on SQLite in a temporary directory so its CPU
-and memory can be read from /proc. Dovecot is the reference stack of ``/work/shared/reference``
+and memory can be read from /proc. ``--procs N`` (N > 1): the ``--serve`` child only sets up the
+data dir and writes a config for it; our daemon is then ``mailserver serve imap`` with
+``server.processes = N`` (a supervisor and N workers sharing the port), started by the bench,
+ready when its READY=1 arrives on a NOTIFY_SOCKET of ours; CPU and memory (PSS) are summed over
+the supervisor and its workers, as for Dovecot's process family. Dovecot is the reference stack of ``/work/shared/reference``
 (IMAP on 127.0.0.1:1143, users userN@bench.test / benchpass); it is set up and started when
 nothing listens there.
 """
@@ -49,14 +53,16 @@ LITERAL_END = re.compile(rb"\{(\d+)\+?\}\r\n$")
 
 # ---- the server side: our daemon in a child process ---------------------------------------
 
-async def serve(data_dir: str, users: int, hash_cost: str = "default") -> None:
+OVERRIDES = {"imap": {"tls": "none"}, "log": {"level": "error"},
+             "limits": {"max_connections": 20000, "max_connections_per_ip": 20000}}
+
+
+async def serve(data_dir: str, users: int, hash_cost: str = "default", procs: int = 1) -> None:
     sys.path.insert(0, str(ROOT))
     from mailserver.testing.daemons import daemon_env
 
     names = tuple(f"user{i}" for i in range(1, users + 1))
-    overrides = {"imap": {"tls": "none"}, "log": {"level": "error"},
-                 "limits": {"max_connections": 20000, "max_connections_per_ip": 20000}}
-    async with daemon_env(Path(data_dir), None, overrides=overrides, users=names) as env:
+    async with daemon_env(Path(data_dir), None, overrides=OVERRIDES, users=names) as env:
         if hash_cost == "low":  # see --hash-cost
             from mailserver.auth.passwords import Argon2Params
             from mailserver.testing.daemons import PASSWORD
@@ -64,6 +70,9 @@ async def serve(data_dir: str, users: int, hash_cost: str = "default") -> None:
             env.app.directory.password_params = Argon2Params(time_cost=1, memory_cost=64)
             for name in names:
                 await env.app.directory.set_password(env.login(name), PASSWORD)
+        if procs > 1:  # set up only: main() runs `mailserver serve imap` on this config
+            print(f"CONFIG {write_config(env, procs)}", flush=True)
+            return
         await env.start("imap")
         host, port = env.address("imap")
         print(f"READY {host} {port}", flush=True)
@@ -82,6 +91,46 @@ async def serve(data_dir: str, users: int, hash_cost: str = "default") -> None:
         if profile is not None:
             profile.disable()
             profile.dump_stats(os.environ["BENCH_PROFILE"])
+
+
+def write_config(env, procs: int) -> str:
+    """A config file for the data dir ``env`` set up: IMAP on a fixed free port, N workers."""
+    from mailserver.config import render_toml
+    from mailserver.testing.daemons import HOSTNAME
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tables = {"server": {"data_dir": str(env.data_dir), "hostname": HOSTNAME,
+                         "processes": procs},
+              "log": {"format": "text", **OVERRIDES["log"]},
+              "limits": OVERRIDES["limits"],
+              "imap": {"listen": [f"127.0.0.1:{port}"], "listen_tls": [], "tls": "none"}}
+    path = env.data_dir / "bench.toml"
+    path.write_text(render_toml(tables))
+    return str(path)
+
+
+def start_supervisor(config: str, env: dict) -> tuple[subprocess.Popen, str, int]:
+    """``mailserver serve imap`` on ``config``; returns once it said READY=1 (all workers)."""
+    from mailserver.config import load_config
+
+    notify_path = os.path.join(os.path.dirname(config), "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    sock.settimeout(120)
+    proc = subprocess.Popen([sys.executable, "-m", "mailserver", "-c", config, "serve", "imap"],
+                            env={**env, "NOTIFY_SOCKET": notify_path}, cwd=ROOT)
+    try:
+        while not sock.recv(4096).startswith(b"READY=1"):
+            pass
+    except socket.timeout:
+        proc.kill()
+        raise SystemExit("our daemon did not start")
+    finally:
+        sock.close()
+    host, port = load_config(config).imap.listen[0].rsplit(":", 1)
+    return proc, host, int(port)
 
 
 # ---- a minimal client ----------------------------------------------------------------------
@@ -272,9 +321,15 @@ def _mem_kb(pid: int, key: str) -> int:
 
 
 class Target:
-    def __init__(self, name, host, port, logins, password, pid, family: bool) -> None:
+    """``family``: CPU and memory (PSS) summed over ``pid`` and its children — Dovecot's
+    short-lived processes (``short_lived``: then CPU in clock ticks, with reaped children), or
+    our supervisor and its workers."""
+
+    def __init__(self, name, host, port, logins, password, pid, family: bool,
+                 short_lived: bool = False) -> None:
         self.name, self.host, self.port = name, host, port
         self.logins, self.password, self.pid, self.family = logins, password, pid, family
+        self.short_lived = short_lived
 
     def pids(self) -> list[int]:
         return [self.pid, *_kids(self.pid)] if self.family else [self.pid]
@@ -293,9 +348,9 @@ class Target:
         """CPU seconds from per-thread schedstat (ns resolution); for a process family
         (Dovecot) the clock-tick count with reaped children, as its processes are short-lived
         (coarse per command, but unbiased over many)."""
-        if self.family:
+        if self.short_lived:
             return self.cpu_seconds()
-        return _cpu_ns(self.pid) / 1e9
+        return sum(_cpu_ns(p) for p in self.pids()) / 1e9
 
     def memory_kb(self) -> int:
         key = "Pss:" if self.family else "VmRSS:"
@@ -381,7 +436,7 @@ def dovecot_target(users: int) -> Target:
     pid = int(subprocess.run(["pgrep", "-o", "-f", "dovecot -c /etc/dovecot/bench.conf"],
                              capture_output=True, text=True, check=True).stdout.split()[0])
     logins = [f"user{i}@bench.test" for i in range(1, users + 1)]
-    return Target("dovecot", "127.0.0.1", 1143, logins, "benchpass", pid, True)
+    return Target("dovecot", "127.0.0.1", 1143, logins, "benchpass", pid, True, True)
 
 
 async def main() -> None:
@@ -403,10 +458,12 @@ async def main() -> None:
                          "production uses (~40 ms per check, which the directory's verified-"
                          "login cache skips for a repeated login); 'low' (1 pass, 64 KiB: "
                          "~0.1 ms per check) to take the hash out of LOGIN altogether")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="run our daemon as this many worker processes (server.processes)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        await serve(args.serve, args.users, args.hash_cost)
+        await serve(args.serve, args.users, args.hash_cost, args.procs)
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.idle + 256)), hard))
@@ -423,14 +480,22 @@ async def main() -> None:
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get(
                 "MALLOC_MMAP_THRESHOLD_", "1048576")}
             proc = subprocess.Popen([sys.executable, __file__, "--serve", tmp,
-                                     "--users", str(args.users), "--hash-cost", args.hash_cost],
+                                     "--users", str(args.users), "--hash-cost", args.hash_cost,
+                                     "--procs", str(args.procs)],
                                     stdout=subprocess.PIPE, text=True, env=env)
             line = proc.stdout.readline().split()
-            assert line and line[0] == "READY", "our daemon did not start"
+            if args.procs > 1:
+                assert line and line[0] == "CONFIG", "setting up our daemon failed"
+                proc.wait(60)
+                proc, host, port = start_supervisor(line[1], env)
+            else:
+                assert line and line[0] == "READY", "our daemon did not start"
+                host, port = line[1], int(line[2])
             logins = [f"user{i}@example.test" for i in range(1, args.users + 1)]
             from mailserver.testing.daemons import PASSWORD
-            targets.append(Target("ours", line[1], int(line[2]), logins, PASSWORD, proc.pid,
-                                  False))
+            name = "ours" if args.procs == 1 else f"ours ({args.procs} processes)"
+            targets.append(Target(name, host, port, logins, PASSWORD, proc.pid,
+                                  args.procs > 1))
         if args.only != "ours":
             targets.append(dovecot_target(args.users))
         for t in targets:
@@ -441,11 +506,12 @@ async def main() -> None:
                 await cpu_per_kind(t, args.cpu_loops)
             mem = await idle_memory(t, args.idle) if args.idle else float("nan")
             print(f"   memory per idle connection ({args.idle} in IDLE): {mem:.1f} KiB")
-            results[t.name] = (ops, mem, r["cpu"] / max(1, sum(len(v) for v in r["lat"].values())))
+            n_ops = max(1, sum(len(v) for v in r["lat"].values()))
+            results["ours" if t.name.startswith("ours") else t.name] = (ops, mem, r["cpu"] / n_ops)
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(10)
+            proc.wait(60)
         shutil.rmtree(tmp, ignore_errors=True)
     if "ours" in results and "dovecot" in results:
         (o_ops, o_mem, o_cpu), (d_ops, d_mem, d_cpu) = results["ours"], results["dovecot"]
