@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mailserver.store.sqlitereader import NotInline, SqliteReader
+from mailserver.store.sqlitewriter import SqliteWriter
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._reader: Any = None  # sqlitereader.SqliteReader, made on first use
+        self._writer: Any = None  # sqlitewriter.SqliteWriter, made on first use
         self._reader_usable = False
         self._writer_file: str | None = None
         self._writer_fd: int | None = None
@@ -137,6 +139,14 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    def _sqlite_writer(self) -> Any:
+        """The ``SqliteWriter`` of a SQLite file database (None otherwise or after close)."""
+        if self._writer is None and self._reader_usable:
+            self._writer = SqliteWriter(make_url(self.url).database, SQLITE_BUSY_TIMEOUT_MS)
+        if self._writer is not None and self._writer.closed:
+            return None
+        return self._writer
+
     def _sqlite_reader(self) -> Any:
         """The ``SqliteReader`` of a SQLite file database (None otherwise or after close)."""
         if self._reader is None and self._reader_usable:
@@ -189,6 +199,9 @@ class Database:
             async with self.write() as conn:
                 return await body(conn)
         async with self._write_lock:
+            writer = self._sqlite_writer()
+            if writer is not None:  # one hop to the writer thread: mailserver.store.sqlitewriter
+                return await writer.run(body, self._writer_lock_fd())
             async with self.engine.connect() as conn:
                 return await _in_sqlite_thread(conn, "BEGIN IMMEDIATE", body,
                                                self._writer_lock_fd())
@@ -235,6 +248,8 @@ class Database:
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
         await self.engine.dispose()
         if self._writer_fd is not None:
             os.close(self._writer_fd)

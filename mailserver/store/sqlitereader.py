@@ -172,6 +172,8 @@ class SqliteReader:
             self._deadline.at = float("inf")
 
     def _executor_(self) -> ThreadPoolExecutor:
+        if self.closed:
+            raise RuntimeError("the database is closed")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="db-read")
         return self._executor

@@ -28,9 +28,8 @@ from protocols.imap import responses
 
 from mailserver.servers.base import ListenerGroup, listeners_from, server_tls_context
 from mailserver.servers.imap.blobread import EnvelopeCache
-from mailserver.servers.imap.reads import SqliteReads, sqlite_path
+from mailserver.servers.imap.reads import SqliteReads
 from mailserver.servers.imap.store import ImapStore
-from mailserver.servers.imap.writes import SqliteWriter
 
 log = logging.getLogger("mailserver.imap")
 
@@ -127,9 +126,6 @@ class ImapDaemon:
         self.reads = SqliteReads.for_store(self.store)
         self.envelopes = EnvelopeCache()
         self.store.reads = self.reads
-        path = sqlite_path(app.db)
-        if path is not None:
-            self.store.writer = SqliteWriter(app.db, path)
         self.group: ListenerGroup | None = None
         self.idle_watcher = IdleWatcher(self.reads, app.bus, IDLE_POLL)
 
@@ -151,8 +147,6 @@ class ImapDaemon:
                 await self.idle_watcher.stop()
             finally:
                 self.reads.close()
-                if self.store.writer is not None:
-                    self.store.writer.close()
 
 
 def _tls_context(app, section) -> Any:

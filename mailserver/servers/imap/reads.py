@@ -22,8 +22,6 @@ import json
 import sqlite3
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from mailserver.store import changes as changes_mod
 from mailserver.store import messages as msg
 from mailserver.store.keywords import decode_keywords
@@ -139,16 +137,6 @@ _CHUNK = 500
 
 def _message(r) -> msg.Message:
     return msg.Message(r[0], r[1], r[2], r[3], r[4], decode_keywords(r[5]), *r[6:])
-
-
-def sqlite_path(db) -> str | None:
-    """The database file of an SQLite ``Database`` (None: PostgreSQL or not a plain file)."""
-    if not db.is_sqlite:
-        return None
-    path = make_url(db.url).database
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return None
-    return path
 
 
 class SqliteReads(StoreReads):

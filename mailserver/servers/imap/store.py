@@ -9,7 +9,7 @@ connection (no blob reads, no awaiting anything else): the one IMAP query that n
 headers (SEARCH HEADER on a header the store does not keep) uses ``slow_read``. Reads go
 through the daemon's ``reads`` (on SQLite: its own connection, on the event loop); the
 change set of a write is opened and flushed by ``writes`` (plain sqlite3 on SQLite), and on
-SQLite the daemon's ``writes.SqliteWriter`` runs the transaction (one executor hop).
+SQLite ``Database.run_write`` runs the transaction (one hop to its writer thread).
 """
 
 from __future__ import annotations
@@ -37,16 +37,12 @@ class ImapStore(MailStore):
             await writes.flush(conn, cs)
             return result, cs.modseq, types
 
-        if self.writer is not None:
-            result, modseq, types = await self.writer.run(body)
-        else:
-            result, modseq, types = await self.db.run_write(body)
+        result, modseq, types = await self.db.run_write(body)
         if self.bus is not None and types:  # after the commit
             await self.bus.publish(ChangeEvent(account_id, modseq, types))
         return result
 
     reads = None  # the daemon's ``reads.StoreReads`` (set by it)
-    writer = None  # the daemon's ``writes.SqliteWriter`` on SQLite (set by it)
 
     async def read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         if self.reads is not None:

@@ -11,13 +11,13 @@ Profiled the same way, ``UID EXPUNGE`` of one message cost ~9 ms: ``messages.exp
 runs 11 Core statements (memberships, counters, the orphaned email, its search-index row,
 blob reference and thread); ``expunge`` below runs them as plain sqlite3.
 
-These functions run inside ``ImapStore.change`` (SQLite: in ``SqliteWriter``'s thread, in
-its ``BEGIN IMMEDIATE`` transaction) and do exactly what the store functions they stand for
-do — same rows, same counters, same change-log records — so JMAP, POP3 and the change log see
-no difference; ``tests/servers/imap/test_imap_fastpaths.py`` compares the rows both leave, so
-a change to those store functions that is not mirrored here fails there. On PostgreSQL (or
-any connection that is not ``inthread.ThreadConnection`` over sqlite3) they call the store
-functions.
+These functions run inside ``ImapStore.change`` (SQLite: in ``Database.run_write``'s writer
+thread, in its ``BEGIN IMMEDIATE`` transaction) and do exactly what the store functions they
+stand for do — same rows, same counters, same change-log records — so JMAP, POP3 and the
+change log see no difference; ``tests/servers/imap/test_imap_fastpaths.py`` compares the rows
+both leave, so a change to those store functions that is not mirrored here fails there. On
+PostgreSQL (or any connection that is not ``inthread.ThreadConnection`` over sqlite3) they
+call the store functions.
 """
 
 from __future__ import annotations
@@ -277,75 +277,3 @@ def _destroy_orphans(db, cs: ChangeSet, email_ids: list[int]) -> None:
         # a later message referring to these ids starts a new thread
         db.execute("DELETE FROM thread_refs WHERE account_id = ? AND thread_id IN "
                    + _in(len(chunk)), (account_id, *chunk))
-
-
-class SqliteWriter:
-    """Write transactions of the daemon on its own sqlite3 connection, in its own thread.
-
-    ``Database.run_write`` costs ~0.6 ms of CPU per transaction before its first statement
-    (async pool checkout, aiosqlite hand-offs, the pool's reset on return); this is one
-    executor hop. Same discipline as ``Database``: the same PRAGMAs (``synchronous=FULL``: a
-    commit is on disk before anyone is told), ``BEGIN IMMEDIATE``, and the process's SQLite
-    writer lock (``Database._write_lock``) so that this process's writers queue on the event
-    loop instead of waiting in SQLite's busy handler.
-    """
-
-    def __init__(self, db, path: str) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.db = db
-        self.path = path
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="imap-writer")
-        self._conn: sqlite3.Connection | None = None
-        self._engine = None
-
-    async def run(self, body):
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        lock = getattr(self.db, "_write_lock", None)
-        if lock is None:
-            return await loop.run_in_executor(self._executor, self._run, body)
-        async with lock:
-            return await loop.run_in_executor(self._executor, self._run, body)
-
-    def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
-            from sqlalchemy import create_engine
-            from sqlalchemy.pool import StaticPool
-
-            from mailserver.store.engine import SQLITE_BUSY_TIMEOUT_MS
-            from mailserver.store.inthread import _Borrowed
-
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-                           f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "cache_size=-20000"):
-                conn.execute("PRAGMA " + pragma)
-            borrowed = _Borrowed(conn)
-            self._engine = create_engine("sqlite://", creator=lambda: borrowed,
-                                         poolclass=StaticPool)
-            self._conn = conn
-        return self._conn
-
-    def _run(self, body):
-        from mailserver.store import inthread
-
-        conn = self._open()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            with self._engine.connect() as sync:
-                result = inthread.drive(body(inthread.ThreadConnection(sync)))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        if self._engine is not None:
-            self._engine.dispose()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
