@@ -20,7 +20,6 @@ PostgreSQL: READ COMMITTED; writers serialise per account by locking the ``accou
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -67,15 +66,15 @@ class Database:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._reader: Any = None  # sqlitereader.SqliteReader, made on first use
         self._writer: Any = None  # sqlitewriter.SqliteWriter, made on first use
-        self._reader_usable = False
+        self._sqlite_file: str | None = None  # a SQLite file (not :memory:): fast paths
         self._writer_file: str | None = None
         self._writer_fd: int | None = None
         if self.dialect == "sqlite":
             self._setup_sqlite()
             path = make_url(self.url).database
             if path and path != ":memory:" and not path.startswith("file:"):
+                self._sqlite_file = path
                 self._writer_file = path + "-writer.lock"
-                self._reader_usable = True
 
     def _setup_sqlite(self) -> None:
         sync_engine = self.engine.sync_engine
@@ -141,19 +140,17 @@ class Database:
 
     def _sqlite_writer(self) -> Any:
         """The ``SqliteWriter`` of a SQLite file database (None otherwise or after close)."""
-        if self._writer is None and self._reader_usable:
-            self._writer = SqliteWriter(make_url(self.url).database, SQLITE_BUSY_TIMEOUT_MS)
-        if self._writer is not None and self._writer.closed:
-            return None
-        return self._writer
+        if self._writer is None and self._sqlite_file is not None:
+            self._writer = SqliteWriter(self._sqlite_file, SQLITE_BUSY_TIMEOUT_MS)
+        return None if self._writer is None or self._writer.closed else self._writer
 
-    def _sqlite_reader(self) -> Any:
-        """The ``SqliteReader`` of a SQLite file database (None otherwise or after close)."""
-        if self._reader is None and self._reader_usable:
+    def raw_reader(self) -> Any:
+        """The ``SqliteReader`` of a SQLite file database (``store.sqlitereader``), also for
+        plain-``sqlite3`` reads (``run_inline_raw``/``run_raw``); None for PostgreSQL,
+        ``:memory:`` or after close, where callers keep a store-function path."""
+        if self._reader is None and self._sqlite_file is not None:
             self._reader = SqliteReader(self.url, SQLITE_BUSY_TIMEOUT_MS)
-        if self._reader is not None and self._reader.closed:
-            return None
-        return self._reader
+        return None if self._reader is None or self._reader.closed else self._reader
 
     async def run_read(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``await body(conn)`` in one read transaction.
@@ -162,7 +159,7 @@ class Database:
         ``sqlite3`` connection (``mailserver.store.sqlitereader``). ``body`` must only execute
         statements on ``conn`` (it is driven synchronously: ``mailserver.store.inthread``).
         """
-        reader = self._sqlite_reader()
+        reader = self.raw_reader()
         if reader is not None:
             return await reader.run(body)
         if self.dialect != "sqlite":
@@ -176,18 +173,13 @@ class Database:
         indexed reads (an address, an account row, a mailbox's status), where the hop to a
         thread cost more than the read. Never waits for a lock: when one is in the way
         (WAL recovery, a checkpoint restarting the log) it takes the ``run_read`` path."""
-        reader = self._sqlite_reader()
+        reader = self.raw_reader()
         if reader is not None:
             try:
                 return reader.run_inline(body)
             except NotInline:
                 return await reader.run(body)
         return await self.run_read(body)
-
-    def raw_reader(self) -> Any:
-        """The ``SqliteReader`` for plain-``sqlite3`` reads (``run_inline_raw``/``run_raw``),
-        or None (PostgreSQL, ``:memory:``, closed): callers keep a store-function path."""
-        return self._sqlite_reader()
 
     async def run_write(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``await body(conn)`` in one write transaction, committed when it returns.
@@ -258,27 +250,11 @@ class Database:
 
 async def _in_sqlite_thread(conn: AsyncConnection, begin: str,
                             body: Callable[[Any], Awaitable[T]], lock_fd: int | None = None) -> T:
-    """``begin``; body; COMMIT — or ROLLBACK if the body raises — all in the sqlite thread,
-    holding ``flock(lock_fd)`` throughout when given (see ``Database._writer_lock_fd``)."""
+    """``inthread.transaction`` in the aiosqlite connection's own thread."""
     from mailserver.store import inthread
 
-    async def txn(tc: Any) -> T:
-        if lock_fd is not None:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # blocks this connection's thread only
-        try:
-            await tc.exec_driver_sql(begin)
-            try:
-                result = await body(tc)
-            except BaseException:
-                await tc.exec_driver_sql("ROLLBACK")
-                raise
-            await tc.exec_driver_sql("COMMIT")
-            return result
-        finally:
-            if lock_fd is not None:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
-
-    return await inthread.run_in_thread(conn, txn)
+    return await inthread.run_in_thread(
+        conn, lambda tc: inthread.transaction(tc, begin, body, lock_fd))
 
 
 # ---------------------------------------------------------------------------------------------

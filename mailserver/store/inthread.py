@@ -18,6 +18,7 @@ borrowed connection ignores commit/rollback requests from the synchronous side.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -55,6 +56,30 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
         return stop.value
     coro.close()
     raise RuntimeError("a store function awaited something other than the database")
+
+
+async def transaction(tc: ThreadConnection, begin: str,
+                      body: Callable[[ThreadConnection], Coroutine[Any, Any, T]],
+                      lock_fd: int | None = None) -> T:
+    """``begin``; body; ``COMMIT`` — or ``ROLLBACK`` if the body or the commit fails — on the
+    sqlite3 connection under ``tc``, holding ``flock(lock_fd)`` throughout when given (see
+    ``Database._writer_lock_fd``). Meant for ``drive``/``run_in_thread``: it never suspends."""
+    raw = tc.sync.connection.dbapi_connection
+    if lock_fd is not None:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # blocks this connection's thread only
+    try:
+        raw.execute(begin)
+        try:
+            result = await body(tc)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        return result
+    finally:
+        if lock_fd is not None:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
 
 class _Borrowed:

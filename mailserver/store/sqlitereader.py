@@ -95,15 +95,6 @@ class SqliteReader:
     def _over_budget(self) -> int:
         return time.monotonic() > getattr(self._deadline, "at", float("inf"))
 
-    @staticmethod
-    def usable(url: str) -> bool:
-        """A file database (not ``:memory:``, which is private to each connection)."""
-        u = make_url(url)
-        if not u.drivername.startswith("sqlite"):
-            return False
-        name = u.database
-        return bool(name) and name != ":memory:" and not name.startswith("file:")
-
     def _open(self, local: threading.local, inline: bool) -> ReaderConnection:
         conn = getattr(local, "conn", None)
         if conn is None:
@@ -151,40 +142,36 @@ class SqliteReader:
 
     # ---- the two ways in --------------------------------------------------------------------
 
-    def run_inline(self, body: Callable[[Any], Awaitable[T]]) -> T:
-        """Raises ``NotInline`` when locked or over the budget: run it again with ``run``."""
+    def _on_this_thread(self, txn: Callable[..., T], *args: Any) -> T:
         self._deadline.at = time.monotonic() + INLINE_BUDGET
         try:
-            return self._txn(self._open(self._inline, True), body)
+            return txn(self._open(self._inline, True), *args)
         except (sqlite3.OperationalError, DBAPIError) as exc:
             raise NotInline(str(exc)) from exc
         finally:
             self._deadline.at = float("inf")
+
+    def run_inline(self, body: Callable[[Any], Awaitable[T]]) -> T:
+        """Raises ``NotInline`` when locked or over the budget: run it again with ``run``."""
+        return self._on_this_thread(self._txn, body)
 
     def run_inline_raw(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(sqlite3_connection, *args)``; ``NotInline`` as ``run_inline``."""
-        self._deadline.at = time.monotonic() + INLINE_BUDGET
-        try:
-            return self._txn_raw(self._open(self._inline, True), fn, args)
-        except (sqlite3.OperationalError, DBAPIError) as exc:
-            raise NotInline(str(exc)) from exc
-        finally:
-            self._deadline.at = float("inf")
+        return self._on_this_thread(self._txn_raw, fn, args)
 
-    def _executor_(self) -> ThreadPoolExecutor:
+    async def _in_pool(self, txn: Callable[..., T], *args: Any) -> T:
         if self.closed:
             raise RuntimeError("the database is closed")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="db-read")
-        return self._executor
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: txn(self._open(self._pooled, False), *args))
 
     async def run(self, body: Callable[[Any], Awaitable[T]]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor_(), lambda: self._txn(self._open(self._pooled, False), body))
+        return await self._in_pool(self._txn, body)
 
     async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor_(), lambda: self._txn_raw(self._open(self._pooled, False), fn, args))
+        return await self._in_pool(self._txn_raw, fn, args)
 
     def close(self) -> None:
         if self.closed:

@@ -20,7 +20,6 @@ paths the ``sqlite3`` connection itself.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import sqlite3
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from mailserver.store.inthread import ThreadConnection, _Borrowed, drive
+from mailserver.store.inthread import ThreadConnection, _Borrowed, drive, transaction
 
 T = TypeVar("T")
 
@@ -60,23 +59,9 @@ class SqliteWriter:
         return self._conn
 
     def _run(self, body: Callable[[Any], Awaitable[T]], lock_fd: int | None) -> T:
-        conn = self._open()
-        if lock_fd is not None:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                with self._engine.connect() as sync:
-                    result = drive(body(ThreadConnection(sync)))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-        finally:
-            if lock_fd is not None:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        self._open()
+        with self._engine.connect() as sync:
+            return drive(transaction(ThreadConnection(sync), "BEGIN IMMEDIATE", body, lock_fd))
 
     async def run(self, body: Callable[[Any], Awaitable[T]], lock_fd: int | None = None) -> T:
         """``body`` in one write transaction, committed when it returns (the caller holds

@@ -132,7 +132,6 @@ _MSG = ("SELECT mm.mailbox_id, mm.uid, mm.email_id, mm.modseq, mm.saved_at, e.ke
         "FROM mailbox_messages mm JOIN emails e "
         "ON e.account_id = mm.account_id AND e.id = mm.email_id "
         "WHERE mm.account_id = ? AND mm.mailbox_id = ?")
-_CHUNK = 500
 
 
 def _message(r) -> msg.Message:
@@ -210,8 +209,7 @@ class SqliteReads(StoreReads):
                     (account_id, mailbox_id, uids[0], uids[-1])) if r[1] in wanted]
             else:
                 rows = []
-                for i in range(0, len(uids), _CHUNK):
-                    chunk = uids[i:i + _CHUNK]
+                for chunk in msg._chunks(uids):
                     rows.extend(_message(r) for r in conn.execute(
                         _MSG + f" AND mm.uid IN ({','.join('?' * len(chunk))})",
                         (account_id, mailbox_id, *chunk)))
@@ -221,8 +219,7 @@ class SqliteReads(StoreReads):
             found: Structures = {}
             if structures and rows:
                 ids = sorted({m.email_id for m in rows})
-                for i in range(0, len(ids), _CHUNK):
-                    chunk = ids[i:i + _CHUNK]
+                for chunk in msg._chunks(ids):
                     for email_id, js in conn.execute(
                             "SELECT id, structure_json FROM emails WHERE account_id = ? "
                             f"AND id IN ({','.join('?' * len(chunk))})", (account_id, *chunk)):

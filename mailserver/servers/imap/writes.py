@@ -41,8 +41,6 @@ from mailserver.store.keywords import (
     normalize_keywords,
 )
 
-_CHUNK = 500
-
 
 def raw_sqlite(conn) -> sqlite3.Connection | None:
     """The sqlite3 connection under an ``inthread.ThreadConnection``, else None."""
@@ -105,8 +103,7 @@ async def store_flags(conn, cs: ChangeSet, mailbox_id: int, uids: list[int], *,
     modseq_of: dict[int, int] = {}  # uid → MODSEQ before
     conflicts: list[int] = []
     uid_list = sorted(set(uids))
-    for i in range(0, len(uid_list), _CHUNK):
-        chunk = uid_list[i:i + _CHUNK]
+    for chunk in msg._chunks(uid_list):
         for uid, email_id, modseq in db.execute(
                 "SELECT uid, email_id, modseq FROM mailbox_messages WHERE account_id = ? "
                 f"AND mailbox_id = ? AND uid IN ({','.join('?' * len(chunk))})",
@@ -120,8 +117,7 @@ async def store_flags(conn, cs: ChangeSet, mailbox_id: int, uids: list[int], *,
     result: dict[int, frozenset[str]] = {}
     updates: list[tuple[str, int, int, int]] = []
     seen_delta: dict[int, int] = {}
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
+    for chunk in msg._chunks(ids):
         for email_id, kw in db.execute(
                 "SELECT id, keywords FROM emails WHERE account_id = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", (account_id, *chunk)):
@@ -138,8 +134,7 @@ async def store_flags(conn, cs: ChangeSet, mailbox_id: int, uids: list[int], *,
                        "WHERE account_id = ? AND id = ?", updates)
         unseen_by_mailbox: dict[int, int] = defaultdict(int)
         touched: set[int] = set()
-        for i in range(0, len(changed_ids), _CHUNK):
-            chunk = changed_ids[i:i + _CHUNK]
+        for chunk in msg._chunks(changed_ids):
             # keywords belong to the email: every membership of it gets the new MODSEQ
             for mbox, uid, email_id in db.execute(
                     "UPDATE mailbox_messages SET modseq = ? WHERE account_id = ? "
@@ -186,8 +181,7 @@ async def expunge(conn, cs: ChangeSet, mailbox_id: int, uids: list[int] | None) 
     else:
         members = []
         wanted = sorted(set(uids))
-        for i in range(0, len(wanted), _CHUNK):
-            chunk = wanted[i:i + _CHUNK]
+        for chunk in msg._chunks(wanted):
             members.extend(db.execute(select + " AND mm.uid IN " + _in(len(chunk)),
                                       (account_id, mailbox_id, *chunk)).fetchall())
         members.sort(key=lambda r: r[0])
@@ -196,8 +190,7 @@ async def expunge(conn, cs: ChangeSet, mailbox_id: int, uids: list[int] | None) 
         return []
     # messages._remove_memberships
     gone_uids = [m[0] for m in members]
-    for i in range(0, len(gone_uids), _CHUNK):
-        chunk = gone_uids[i:i + _CHUNK]
+    for chunk in msg._chunks(gone_uids):
         db.execute("DELETE FROM mailbox_messages WHERE account_id = ? AND mailbox_id = ? "
                    "AND uid IN " + _in(len(chunk)), (account_id, mailbox_id, *chunk))
     unseen = sum(1 for m in members if SEEN not in decode_keywords(m[3]))
@@ -213,26 +206,30 @@ async def expunge(conn, cs: ChangeSet, mailbox_id: int, uids: list[int] | None) 
     return gone_uids
 
 
+def _present(db, table: str, column: str, account_id: int, values: list[int]) -> set[int]:
+    """Which of ``values`` the account's rows of ``table`` hold in ``column``."""
+    found: set[int] = set()
+    for chunk in msg._chunks(values):
+        found.update(r[0] for r in db.execute(
+            f"SELECT DISTINCT {column} FROM {table} WHERE account_id = ? "
+            f"AND {column} IN " + _in(len(chunk)), (account_id, *chunk)))
+    return found
+
+
 def _destroy_orphans(db, cs: ChangeSet, email_ids: list[int]) -> None:
     """``messages._destroy_orphans``: emails of ``email_ids`` left in no mailbox go."""
     import logging
 
     account_id = cs.account_id
     candidates = sorted(set(email_ids))
-    still: set[int] = set()
-    for i in range(0, len(candidates), _CHUNK):
-        chunk = candidates[i:i + _CHUNK]
-        still.update(r[0] for r in db.execute(
-            "SELECT DISTINCT email_id FROM mailbox_messages WHERE account_id = ? "
-            "AND email_id IN " + _in(len(chunk)), (account_id, *chunk)))
+    still = _present(db, "mailbox_messages", "email_id", account_id, candidates)
     emails_recorded = msg._recorded(cs, "Email")
     for email_id in candidates:
         if email_id in still and email_id not in emails_recorded:
             cs.record("Email", email_id, "u")
     orphans = [e for e in candidates if e not in still]
     info = []
-    for i in range(0, len(orphans), _CHUNK):
-        chunk = orphans[i:i + _CHUNK]
+    for chunk in msg._chunks(orphans):
         info.extend(db.execute("SELECT id, blob_id, size, thread_id FROM emails "
                                "WHERE account_id = ? AND id IN " + _in(len(chunk)),
                                (account_id, *chunk)).fetchall())
@@ -240,8 +237,7 @@ def _destroy_orphans(db, cs: ChangeSet, email_ids: list[int]) -> None:
     if not orphans:
         return
     base = account_id << 32  # search._rowid
-    for i in range(0, len(orphans), _CHUNK):
-        chunk = orphans[i:i + _CHUNK]
+    for chunk in msg._chunks(orphans):
         db.execute("DELETE FROM email_fts WHERE rowid IN " + _in(len(chunk)),
                    tuple(base | e for e in chunk))
         db.execute("DELETE FROM emails WHERE account_id = ? AND id IN " + _in(len(chunk)),
@@ -263,17 +259,11 @@ def _destroy_orphans(db, cs: ChangeSet, email_ids: list[int]) -> None:
     for r in info:
         cs.record("Email", r[0], "d")
     threads_hit = sorted({r[3] for r in info})
-    alive: set[int] = set()
-    for i in range(0, len(threads_hit), _CHUNK):
-        chunk = threads_hit[i:i + _CHUNK]
-        alive.update(r[0] for r in db.execute(
-            "SELECT DISTINCT thread_id FROM emails WHERE account_id = ? "
-            "AND thread_id IN " + _in(len(chunk)), (account_id, *chunk)))
+    alive = _present(db, "emails", "thread_id", account_id, threads_hit)
     gone = [t for t in threads_hit if t not in alive]
     for t in threads_hit:
         msg._record_once(cs, "Thread", t, "u" if t in alive else "d")
-    for i in range(0, len(gone), _CHUNK):
-        chunk = gone[i:i + _CHUNK]
+    for chunk in msg._chunks(gone):
         # a later message referring to these ids starts a new thread
         db.execute("DELETE FROM thread_refs WHERE account_id = ? AND thread_id IN "
                    + _in(len(chunk)), (account_id, *chunk))
