@@ -62,7 +62,18 @@ class App:
                     await self.db.close()
 
 
-def make_blob_store(config: BlobsConfig) -> Any:
+def make_blob_store(config: BlobsConfig, db: Any = None) -> Any:
+    """The configured blob store; with ``db``, wrapped so that messages up to
+    ``blobs.inline_max`` live in the database (``mailserver.blobs.inline``)."""
+    store = _backend_blob_store(config)
+    if db is None or not config.inline_max:
+        return store
+    from mailserver.blobs.inline import InlineBlobStore
+
+    return InlineBlobStore(db, store, config.inline_max)
+
+
+def _backend_blob_store(config: BlobsConfig) -> Any:
     if config.backend == "fs":
         from mailserver.blobs.fs import FileBlobStore
 
@@ -104,7 +115,7 @@ async def open_app(config: Config) -> App:
 
     db = make_database(config)
     try:
-        blobs = make_blob_store(config.blobs)
+        blobs = make_blob_store(config.blobs, db)
     except BaseException:
         await db.close()
         raise

@@ -171,6 +171,8 @@ class S3Config:
 class BlobsConfig:
     backend: Literal["fs", "s3"] = "fs"
     path: str = field(default="{data_dir}/blobs", metadata=_check(_not_empty))
+    # messages up to this size are stored in the database (mailserver.blobs.inline); 0 = none
+    inline_max: Size = field(default=64 * 1024, metadata=_check(_non_negative))
     s3: S3Config = field(default_factory=S3Config)
 
 

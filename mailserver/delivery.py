@@ -2,7 +2,8 @@
 
 SMTP MX, submission to local recipients, LMTP, IMAP APPEND, JMAP Email/import and the CLI
 importer all call ``Deliverer``: parse once → blob put once (durable before any metadata
-refers to it) → resolve recipients (aliases fan out, accounts deduplicated, remote forwards
+refers to it; a message up to the store's ``inline_max`` is instead written into ``blob_data``
+by the transaction itself, see ``mailserver.blobs.inline``) → resolve recipients (aliases fan out, accounts deduplicated, remote forwards
 returned for the queue) → per account, in a write transaction: pick the mailbox, append (email
 row, UID/MODSEQ, thread, keywords, search index, quota, change log) → commit → publish.
 
@@ -39,6 +40,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailserver.blobs.base import blob_id_of
 from mailserver.events import ChangeBus, ChangeEvent
 from mailserver.store import messages, schema, search
 from mailserver.store.accountlock import _COUNTERS as COUNTERS
@@ -395,6 +397,14 @@ class Deliverer:
     async def close(self) -> None:
         await self.committer.close()
 
+    async def _blob(self, raw: bytes) -> tuple[str, bytes | None]:
+        """(blob id, content for the transaction to write) for a message up to the blob store's
+        ``inline_max`` (``mailserver.blobs.inline``); else the blob is put — durably — first,
+        and the content is None."""
+        if len(raw) <= getattr(self.blobs, "inline_max", 0):
+            return blob_id_of(raw), bytes(raw)
+        return await self.blobs.put(raw), None
+
     async def deliver(self, raw: bytes, recipients: Iterable[str], *, mailbox: str | None = None,
                       keywords: Iterable[str] = (), received_at: int | None = None,
                       received_tz: int = 0, parsed=None) -> DeliveryResult:
@@ -414,7 +424,7 @@ class Deliverer:
 
         await self.db.read_inline(resolve_all)  # indexed rows: no thread hop
         accounts = sorted({a for acc, _r in resolved.values() for a in acc})
-        blob_id = await self.blobs.put(raw) if accounts else ""
+        blob_id, inline = await self._blob(raw) if accounts else ("", None)
         kw = tuple(keywords)
         # tokenized here, once for every recipient, not in the writer while it holds the lock
         content = search.index_content(self.db.dialect, parsed) if accounts else None
@@ -424,7 +434,8 @@ class Deliverer:
                 mailbox_id = await pick_mailbox(conn, account_id, mailbox)
                 email_id, uid = await messages.append(
                     conn, cs, mailbox_id, blob_id, parsed, keywords=kw,
-                    received_at=received_at, received_tz=received_tz, index_content=content)
+                    received_at=received_at, received_tz=received_tz, index_content=content,
+                    blob_data=inline)
                 return Delivered(account_id, mailbox_id, email_id, uid)
             work.deferrable = True  # type: ignore[attr-defined]  # only appends: see _run_batch
             return await self.committer.submit(account_id, work)
@@ -479,14 +490,14 @@ class Deliverer:
         if parsed is None:
             parsed = parse_message(raw)
         received_at = int(time.time()) if received_at is None else received_at
-        blob_id = await self.blobs.put(raw)
+        blob_id, inline = await self._blob(raw)
         kw = tuple(keywords)
         content = search.index_content(self.db.dialect, parsed)
 
         async def work(conn: AsyncConnection, cs: ChangeSet) -> Delivered:
             email_id, uid = await messages.append(
                 conn, cs, mailbox_id, blob_id, parsed, keywords=kw, received_at=received_at,
-                received_tz=received_tz, index_content=content)
+                received_tz=received_tz, index_content=content, blob_data=inline)
             return Delivered(account_id, mailbox_id, email_id, uid)
 
         work.deferrable = True  # type: ignore[attr-defined]  # only appends: see _run_batch

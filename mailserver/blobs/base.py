@@ -8,6 +8,7 @@ Reference counts live in the metadata store (``mailserver.store.blobrefs``), not
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -56,6 +57,13 @@ class BlobStore(abc.ABC):
         """
         _check_range(start, end)
         return (await self.get(blob_id))[start:end]
+
+    async def heads(self, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
+        """blob id → its first ``end`` octets, for (blob id, end) pairs; raises
+        ``BlobNotFound`` for a missing one. FETCH ENVELOPE of a batch of messages reads their
+        headers with one call; stores override it to do that in one round trip."""
+        datas = await asyncio.gather(*(self.get_range(b, 0, end) for b, end in wanted))
+        return {b: d for (b, _e), d in zip(wanted, datas)}
 
     @abc.abstractmethod
     async def exists(self, blob_id: str) -> bool: ...

@@ -30,6 +30,7 @@ __all__ = ["add_ref", "drop_ref", "sweep", "sweep_orphans"]
 log = logging.getLogger(__name__)
 
 _b = schema.blobs
+_d = schema.blob_data
 
 
 def _build_add_ref(insert):
@@ -91,7 +92,9 @@ async def sweep(db: Database, blobstore: BlobStore, *, grace_seconds: int = 8640
     blob that still exists, refreshes its mtime) and then ``add_ref`` (which re-creates the row).
     If its put came first, the fresh mtime stops the file deletion; if it came after, the put
     found no file and wrote a new one. ``FileBlobStore`` renames the file away *before* looking
-    at the mtime, so no put can slip between the check and the unlink.
+    at the mtime, so no put can slip between the check and the unlink. Inline content
+    (``blob_data``) is deleted by the same transaction as the row; a re-delivery writes its
+    reference before its content, so it either keeps both or writes both again.
 
     The remaining race: a writer whose ``put`` returned more than ``grace_seconds`` before its
     ``add_ref`` commits (the put touched the blob, but so long ago that it looks unused, and
@@ -112,8 +115,12 @@ async def sweep(db: Database, blobstore: BlobStore, *, grace_seconds: int = 8640
                 delete(_b).where(_b.c.id.in_(candidates), _b.c.refcount <= 0,
                                  _b.c.updated_at < cutoff)
                 .returning(_b.c.id))).scalars().all()
+            inline: set[str] = set()
+            if ids:  # the content of inline blobs goes with the row (mailserver.blobs.inline)
+                inline = set((await conn.execute(
+                    delete(_d).where(_d.c.id.in_(ids)).returning(_d.c.id))).scalars().all())
         for blob_id in ids:
-            if await blobstore.delete_if_older(blob_id, cutoff):
+            if await blobstore.delete_if_older(blob_id, cutoff) or blob_id in inline:
                 deleted += 1
         if len(ids) < batch:
             return deleted

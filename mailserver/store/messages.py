@@ -186,6 +186,8 @@ _SQL_ALLOCATE_UID = (
 _SQL_ADD_BLOB_REF = ("INSERT INTO blobs (id, size, refcount, updated_at) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + "
                      "excluded.refcount, updated_at = excluded.updated_at")
+# after the reference (_SQL_ADD_BLOB_REF) in the same transaction: see mailserver.blobs.inline
+_SQL_INSERT_BLOB_DATA = "INSERT INTO blob_data (id, data) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -194,14 +196,15 @@ class PendingAppends:
     executemany per table (``mailserver.delivery`` sets ``DEFERRED`` while it runs appends).
 
     Only rows nothing else in the batch reads are deferred: ``emails``, ``mailbox_messages``,
-    the search index and blob reference counts. Quota, UID allocation and thread refs stay
+    the search index, blob reference counts and inline blob content. Quota, UID allocation and thread refs stay
     immediate (later appends of the batch read them); thread assignment consults
     ``thread_subjects`` for the emails not written yet. The batch flushes before running any
     other kind of work, so that work sees every earlier append. If the flush fails, the
     delivery module redoes the batch with each delivery written at once inside a SAVEPOINT.
     """
 
-    __slots__ = ("blobs", "dialect", "emails", "index", "members", "thread_subjects")
+    __slots__ = ("blob_data", "blobs", "dialect", "emails", "index", "members",
+                 "thread_subjects")
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -209,6 +212,7 @@ class PendingAppends:
         self.members: list[tuple] = []
         self.index: list[tuple] = []
         self.blobs: dict[str, list[int]] = {}  # blob id → [size, n, now]
+        self.blob_data: dict[str, bytes] = {}  # blob id → content (inline blobs)
         # (account, thread) → base subjects of pending emails, lowered as the database's
         # lower() does (ASCII only on SQLite)
         self.thread_subjects: dict[tuple[int, int], set[str]] = {}
@@ -231,8 +235,10 @@ class PendingAppends:
         # sorted: concurrent batches lock blob rows in one order (no deadlock on PostgreSQL)
         await sql.executemany(_SQL_ADD_BLOB_REF, [
             (blob_id, *self.blobs[blob_id]) for blob_id in sorted(self.blobs)])
+        if self.blob_data:  # after the references (mailserver.blobs.inline)
+            await sql.executemany(_SQL_INSERT_BLOB_DATA, sorted(self.blob_data.items()))
         self.emails, self.members, self.index = [], [], []
-        self.blobs, self.thread_subjects = {}, {}
+        self.blobs, self.blob_data, self.thread_subjects = {}, {}, {}
 
 
 DEFERRED: ContextVar[PendingAppends | None] = ContextVar("DEFERRED", default=None)
@@ -240,11 +246,15 @@ DEFERRED: ContextVar[PendingAppends | None] = ContextVar("DEFERRED", default=Non
 
 async def append(conn: AsyncConnection, cs: ChangeSet, mailbox_id: int, blob_id: str, parsed, *,
                  keywords: Iterable[str] = (), received_at: int,
-                 received_tz: int = 0, index_content: tuple | None = None) -> tuple[int, int]:
+                 received_tz: int = 0, index_content: tuple | None = None,
+                 blob_data: bytes | None = None) -> tuple[int, int]:
     """Store a parsed message in a mailbox; returns (email_id, uid).
 
     Raises QuotaExceeded before anything is written (``exc.clean``), MailboxNotFound when the
-    mailbox does not exist. The blob must already be durable in the blob store.
+    mailbox does not exist. The blob must already be durable in the blob store, unless
+    ``blob_data`` is its content: then this transaction writes it into ``blob_data``
+    (``mailserver.blobs.inline``), after the reference, so that against a concurrent sweep
+    either both survive or both are written again.
     ``index_content``: ``search.index_content(dialect, parsed)`` when the caller has it.
     """
     from mailserver.store import blobrefs, search, threads
@@ -280,6 +290,8 @@ async def append(conn: AsyncConnection, cs: ChangeSet, mailbox_id: int, blob_id:
             pending.blobs[blob_id] = [size, 1, cs.now]
         else:
             ref[1] += 1
+        if blob_data is not None:
+            pending.blob_data[blob_id] = blob_data
         pending.thread_subjects.setdefault((account_id, thread_id), set()).add(
             pending.lower(row["sort_subject"] or ""))
     else:
@@ -288,6 +300,8 @@ async def append(conn: AsyncConnection, cs: ChangeSet, mailbox_id: int, blob_id:
         await search.index_email(conn, sql.dialect, account_id, email_id, parsed, fresh=True,
                                  content=index_content)
         await blobrefs.add_ref(conn, blob_id, size, cs.now)
+        if blob_data is not None:
+            await sql.execute(_SQL_INSERT_BLOB_DATA, (blob_id, blob_data))
     cs.record("Email", email_id, "c")
     cs.record("Membership", email_id, "c", mailbox_id=mailbox_id, uid=uid)
     _record_once(cs, "Mailbox", mailbox_id, "u")

@@ -29,7 +29,8 @@ Design notes (decisions, so that every daemon reads the data the same way):
   set; ``destroyed`` rows serve QRESYNC VANISHED). Entries at or below ``accounts.changes_floor``
   have been compacted away; a client state older than the floor gets cannotCalculateChanges.
 - **Blobs** are content-addressed (sha256 hex) and reference counted in ``blobs``; the count is
-  changed in the same transaction that adds or removes a reference.
+  changed in the same transaction that adds or removes a reference. Small blobs keep their
+  content in ``blob_data`` (``mailserver.blobs.inline``), the others in the blob store.
 """
 
 from __future__ import annotations
@@ -252,6 +253,9 @@ thread_refs = Table(
     Column("thread_id", BigInteger, nullable=False),
     ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
 )
+# when a thread's last email goes, its ids go too: without this, a scan of the account's refs
+# (~11 ms of CPU at 30,000 refs, migration 0009)
+Index("ix_thread_refs_account_id_thread_id", thread_refs.c.account_id, thread_refs.c.thread_id)
 
 changes = Table(
     "changes",
@@ -292,6 +296,16 @@ blobs = Table(
     Column("updated_at", BigInteger, nullable=False),  # last refcount change (sweeper grace)
 )
 Index("ix_blobs_refcount_updated_at", blobs.c.refcount, blobs.c.updated_at)
+
+# The content of small blobs, kept in the database instead of the blob store
+# (mailserver.blobs.inline): written in the transaction that adds the blob's first reference,
+# deleted by the sweeper with its ``blobs`` row.
+blob_data = Table(
+    "blob_data",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex, = blobs.id
+    Column("data", LargeBinary, nullable=False),
+)
 
 # Small key/value facts about the installation (schema notes, UIDVALIDITY seed, …).
 settings = Table(

@@ -4,13 +4,15 @@
 10,000 generated messages (sizes 2–200 KB, log-uniform so that small mail dominates as it does in
 real traffic; one third multipart/mixed with a base64 attachment) delivered to 100 accounts with
 20 concurrent deliveries, split over --procs worker processes (default 2: one per core, each
-with its own group-committing writer). Messages are generated before the clock starts.
+with its own group-committing writer). Messages are generated before the clock starts. Blobs as
+configured by default: up to ``--inline-max`` bytes in the database, larger ones in files.
 
 Prints, per backend: msgs/s, p50/p99 delivery latency (call → acknowledged after commit), CPU
 seconds per 1,000 messages (the delivering processes, and the whole machine from /proc/stat,
 which includes the PostgreSQL server), and the peak RSS of a worker process.
 
     .venv/bin/python scripts/bench/ingest.py [--messages N] [--backend sqlite|postgresql|both]
+        [--inline-max BYTES]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mailserver.blobs.fs import FileBlobStore  # noqa: E402
+from mailserver.blobs.inline import DEFAULT_INLINE_MAX, InlineBlobStore  # noqa: E402
 from mailserver.delivery import Deliverer  # noqa: E402
 from mailserver.events import LocalChangeBus  # noqa: E402
 from mailserver.store.directory import Directory  # noqa: E402
@@ -87,11 +90,15 @@ def machine_busy_seconds() -> float:
 
 
 async def _worker_main(url: str, blob_dir: str, indexes: list[int], tasks: int,
-                       start_at: float) -> tuple[list[float], float, int]:
+                       start_at: float, inline_max: int) -> tuple[list[float], float, int]:
     rng = random.Random(indexes[0] if indexes else 0)
     messages = [(make_message(i, rng), f"user{i % 100}@{DOMAIN}") for i in indexes]
     db = Database(url)
-    deliverer = Deliverer(db, FileBlobStore(blob_dir), Directory(db), LocalChangeBus())
+    # the default configuration: messages up to [blobs] inline_max in the database
+    blobs = FileBlobStore(blob_dir)
+    if inline_max:
+        blobs = InlineBlobStore(db, blobs, inline_max)
+    deliverer = Deliverer(db, blobs, Directory(db), LocalChangeBus())
     latencies: list[float] = []
     queue = list(reversed(messages))
     await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -113,8 +120,8 @@ async def _worker_main(url: str, blob_dir: str, indexes: list[int], tasks: int,
 
 
 def _worker(url: str, blob_dir: str, indexes: list[int], tasks: int, start_at: float,
-            out: "mp.Queue") -> None:
-    out.put(asyncio.run(_worker_main(url, blob_dir, indexes, tasks, start_at)))
+            inline_max: int, out: "mp.Queue") -> None:
+    out.put(asyncio.run(_worker_main(url, blob_dir, indexes, tasks, start_at, inline_max)))
 
 
 async def _setup(url: str) -> None:
@@ -127,7 +134,8 @@ async def _setup(url: str) -> None:
     await db.close()
 
 
-def run_backend(name: str, url: str, blob_dir: str, n: int, concurrency: int, procs: int) -> dict:
+def run_backend(name: str, url: str, blob_dir: str, n: int, concurrency: int, procs: int,
+                inline_max: int) -> dict:
     asyncio.run(_setup(url))
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
@@ -135,7 +143,8 @@ def run_backend(name: str, url: str, blob_dir: str, n: int, concurrency: int, pr
     # generation of ~1 GB of test mail happens before start_at in every worker
     start_at = time.time() + 5 + n / 2000
     workers = [ctx.Process(target=_worker, args=(url, blob_dir, idx, concurrency // procs,
-                                                 start_at, out)) for idx in per_proc]
+                                                 start_at, inline_max, out))
+               for idx in per_proc]
     for w in workers:
         w.start()
     while time.time() < start_at:
@@ -166,6 +175,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    ap.add_argument("--inline-max", type=int, default=DEFAULT_INLINE_MAX,
+                    help="[blobs] inline_max in bytes (default 64 KiB; 0: every blob a file)")
     args = ap.parse_args()
     results = []
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -180,14 +191,14 @@ def main() -> None:
                 cluster = PgCluster.start()
                 url = cluster.url(cluster.create_database("bench"))
             results.append(run_backend(backend, url, str(tmp / "blobs"), args.messages,
-                                       args.concurrency, args.procs))
+                                       args.concurrency, args.procs, args.inline_max))
         finally:
             if cluster is not None:
                 cluster.stop()
             shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(f"ingest: {args.messages} messages, 2-200 KB, {args.concurrency} concurrent, "
-          f"{args.procs} processes, 100 accounts")
+          f"{args.procs} processes, 100 accounts, inline_max {args.inline_max}")
     for r in results:
         print(f"{r['backend']:>10}: {r['msgs_per_s']:8.0f} msgs/s  p50 {r['p50_ms']:6.1f} ms  "
               f"p99 {r['p99_ms']:6.1f} ms  cpu {r['cpu_s_per_1000']:5.2f} s/1000 "

@@ -10,6 +10,7 @@ import random
 import sys
 
 from mailserver.blobs.fs import FileBlobStore
+from mailserver.blobs.inline import InlineBlobStore
 from mailserver.delivery import Deliverer
 from mailserver.events import LocalChangeBus
 from mailserver.store.directory import Directory
@@ -26,7 +27,9 @@ def make_message(token: str, size: int) -> bytes:
 async def main() -> None:
     url, blob_dir, rcpt, prefix, concurrency = sys.argv[1:6]
     db = Database(url)
-    deliverer = Deliverer(db, FileBlobStore(blob_dir), Directory(db), LocalChangeBus())
+    # as configured by default: small messages inline in the database, large ones in files
+    blobs = InlineBlobStore(db, FileBlobStore(blob_dir))
+    deliverer = Deliverer(db, blobs, Directory(db), LocalChangeBus())
     counter = 0
     out = sys.stdout
 
@@ -36,7 +39,7 @@ async def main() -> None:
         while True:
             counter += 1
             token = f"{prefix}-{worker}-{counter}"
-            await deliverer.deliver(make_message(token, rng.choice([500, 5000, 60000])), [rcpt])
+            await deliverer.deliver(make_message(token, rng.choice([500, 5000, 60000, 150000])), [rcpt])
             out.write(f"ACK {token}\n")
             out.flush()
 

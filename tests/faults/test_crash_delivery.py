@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from mailserver.blobs.fs import FileBlobStore
+from mailserver.blobs.inline import InlineBlobStore
 from mailserver.store import schema
 from mailserver.store.directory import Directory
 from mailserver.store.engine import Database
@@ -58,6 +59,19 @@ async def _stored_subjects(db: Database) -> Counter[str]:
     return Counter(rows)
 
 
+async def _check_contents(db: Database, blobs: InlineBlobStore, tokens: set[str]) -> set[bool]:
+    """Every acknowledged message of the round reads back whole, from the database (inline)
+    or from a file (larger than ``inline_max``); returns which of the two were seen."""
+    e = schema.emails
+    async with db.read() as conn:
+        rows = (await conn.execute(select(e.c.subject, e.c.blob_id, e.c.size)
+                                   .where(e.c.subject.in_(sorted(tokens))))).all()
+    for subject, blob_id, size in rows:
+        raw = await blobs.get(blob_id)
+        assert len(raw) == size and f"Subject: {subject}\r\n".encode() in raw, subject
+    return {size > blobs.inline_max for _s, _b, size in rows}
+
+
 async def test_sigkill_during_delivery_loses_nothing(database_url: str, tmp_path: Path):
     db = Database(database_url)
     await db.create_schema()
@@ -65,9 +79,10 @@ async def test_sigkill_during_delivery_loses_nothing(database_url: str, tmp_path
     await directory.add_domain("example.test")
     await directory.add_account(RCPT, "secret-password")
     blob_dir = str(tmp_path / "blobs")
-    blobs = FileBlobStore(blob_dir)
+    blobs = InlineBlobStore(db, FileBlobStore(blob_dir))
     rng = random.Random(20261123)
     all_acked: set[str] = set()
+    kinds: set[bool] = set()  # False: an inline blob was checked, True: a file
     try:
         for round_no in range(KILLS):
             acked = await asyncio.to_thread(
@@ -80,6 +95,8 @@ async def test_sigkill_during_delivery_loses_nothing(database_url: str, tmp_path
             assert not duplicated, f"round {round_no}: stored twice: {duplicated[:5]}"
             report = await fsck(db, blobs)
             assert report.ok, f"round {round_no}: fsck: {report}"
+            kinds |= await _check_contents(db, blobs, acked)
         assert len(all_acked) > KILLS, "the worker acknowledged almost nothing; test is not probing"
+        assert kinds == {True, False}, "both kinds of blob should have been probed"
     finally:
         await db.close()

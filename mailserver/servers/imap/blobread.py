@@ -4,7 +4,8 @@ Profiled (FETCH 1:10 ENVELOPE): most of the CPU went to ``parse_message`` of eac
 (the whole summary: decoded addresses, dates, MIME tree) and to one ``asyncio.to_thread``
 per blob read. ENVELOPE only needs the raw values of ten header fields, and the stored
 structure already says where the header ends; so the headers of a batch of messages are read
-in one thread hop (``FileBlobStore``; other stores concurrently), and only split into fields.
+with one ``BlobStore.heads`` call (one thread hop for files, one read transaction for inline
+blobs), and only split into fields.
 
 ``EnvelopeCache`` keeps encoded ENVELOPEs per blob for the daemon (the role of Dovecot's
 index cache): a message never changes, so its ENVELOPE is computed once while it is in use.
@@ -13,11 +14,8 @@ Bounded by entries (each a few hundred bytes).
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 
-from mailserver.blobs.base import BlobNotFound
-from mailserver.blobs.fs import FileBlobStore
 from mailserver.message.headers import header_text, split_header_fields
 from mailserver.message.mime import ENVELOPE_FIELDS
 from mailserver.message.model import MimePart, ParsedMessage
@@ -25,22 +23,7 @@ from mailserver.message.model import MimePart, ParsedMessage
 
 async def blob_headers(blobs, wanted: list[tuple[str, int]]) -> dict[str, bytes]:
     """blob id → its first ``header_end`` octets, for (blob id, header_end) pairs."""
-    if isinstance(blobs, FileBlobStore):
-        paths = [(b, blobs.path(b), end) for b, end in wanted]
-        return await asyncio.to_thread(_read_heads, paths)
-    datas = await asyncio.gather(*(blobs.get_range(b, 0, end) for b, end in wanted))
-    return {b: d for (b, _e), d in zip(wanted, datas)}
-
-
-def _read_heads(paths: list[tuple[str, str, int]]) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for blob_id, path, end in paths:
-        try:
-            with open(path, "rb", buffering=0) as f:
-                out[blob_id] = f.read(end)
-        except FileNotFoundError:
-            raise BlobNotFound(blob_id) from None
-    return out
+    return await blobs.heads(wanted)
 
 
 def envelope_message(header: bytes, size: int, structure: MimePart) -> ParsedMessage:

@@ -22,6 +22,16 @@ async def env(tmp_path: Path) -> AsyncIterator[DaemonEnv]:
         yield e
 
 
+@pytest.fixture(params=["inline", "files"])
+async def blobs_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DaemonEnv]:
+    """``env`` with small messages in the database (the default) and with every message in
+    files (``blobs.inline_max = 0``: the RETR read-ahead of ``FileBlobStore``)."""
+    overrides = {"blobs": {"inline_max": 0}} if request.param == "files" else {}
+    async with daemon_env(tmp_path, overrides=overrides) as e:
+        await e.start("pop3")
+        yield e
+
+
 @pytest.fixture
 async def pg_or_sqlite_env(tmp_path: Path, database_url: str) -> AsyncIterator[DaemonEnv]:
     """The same, on every engine of the ``database_url`` fixture (SQLite and PostgreSQL)."""

@@ -409,14 +409,13 @@ async def test_bad_tls_handshake_does_not_hurt_the_daemon(env) -> None:
 
 
 @pytest.mark.parametrize("threshold", [0, 10 ** 9], ids=["streamed", "whole"])
-async def test_missing_blob_is_an_error_not_a_crash(env, threshold) -> None:
-    import os
-
+async def test_missing_blob_is_an_error_not_a_crash(blobs_env, threshold) -> None:
+    env = blobs_env
     env.running["pop3"].stream_threshold = threshold
     await deliver(env, MESSAGES[0])
     await deliver(env, MESSAGES[2])
     missing = (await inbox_messages(env))[0]
-    os.unlink(env.app.blobs.path(missing.blob_id))  # the disk lost it
+    await env.app.blobs.delete(missing.blob_id)  # the store lost it
     c = await LineClient.connect(env, tls=True)
     await c.login(env)
     assert (await c.cmd("RETR 1")).startswith(b"-ERR [SYS/PERM]")

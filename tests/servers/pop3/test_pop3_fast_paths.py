@@ -6,7 +6,6 @@ maildrops; RETR read-ahead stays byte-exact in any order and reports a lost blob
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 
 from pop3_client import LineClient
@@ -106,7 +105,8 @@ def sample_messages(rng: random.Random) -> list[bytes]:
     return out
 
 
-async def test_retr_read_ahead_is_byte_exact_in_any_order(env) -> None:
+async def test_retr_read_ahead_is_byte_exact_in_any_order(blobs_env) -> None:
+    env = blobs_env
     rng = random.Random(7)
     raws = sample_messages(rng)
     for raw in raws:
@@ -127,12 +127,13 @@ async def test_retr_read_ahead_is_byte_exact_in_any_order(env) -> None:
     await quit_(c)
 
 
-async def test_read_ahead_reports_a_lost_blob_for_that_message_only(env) -> None:
+async def test_read_ahead_reports_a_lost_blob_for_that_message_only(blobs_env) -> None:
+    env = blobs_env
     raws = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(5)]
     for raw in raws:
         await deliver(env, raw)
     lost = (await inbox_messages(env))[2]
-    os.unlink(env.app.blobs.path(lost.blob_id))  # the disk lost message 3
+    await env.app.blobs.delete(lost.blob_id)  # the store lost message 3
     c, _ = await login(env)
     for n in (1, 2):
         c.send(b"RETR %d\r\n" % n)
