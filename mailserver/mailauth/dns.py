@@ -26,9 +26,9 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -109,6 +109,8 @@ class Resolver:
         self._cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
         self._cache_size = cache_size
         self._clock = clock
+        # results computed from cached answers (an SPF verdict), expiring with the first of them
+        self._derived: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
 
     # -- core -------------------------------------------------------------------------------
 
@@ -169,6 +171,34 @@ class Resolver:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._derived.clear()
+
+    def expiry(self, name: str, rdtype: str) -> float:
+        """When the cached answer to (name, rdtype) expires, on this resolver's clock; 0 when
+        it is not cached (a TTL of 0, or the cache is off)."""
+        cached = self._cache.get((_normalize(name), rdtype.upper()))
+        return cached[0] if cached is not None else 0.0
+
+    def derived(self, key: Hashable) -> Any | None:
+        """A result ``remember``ed under ``key`` whose answers have not expired yet."""
+        hit = self._derived.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self._clock():
+            del self._derived[key]
+            return None
+        self._derived.move_to_end(key)
+        return hit[1]
+
+    def remember(self, key: Hashable, value: Any, expires: float) -> None:
+        """Keep ``value`` — computed only from answers of this resolver — until ``expires``
+        (the earliest ``expiry`` of those answers); bounded like the answer cache."""
+        if self._cache_size <= 0 or expires <= self._clock():
+            return
+        self._derived[key] = (expires, value)
+        self._derived.move_to_end(key)
+        while len(self._derived) > self._cache_size:
+            self._derived.popitem(last=False)
 
     # -- typed helpers ----------------------------------------------------------------------
 

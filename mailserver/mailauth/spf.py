@@ -4,7 +4,10 @@ The evaluator is pyspf (``spf.query``), which passes the whole RFC 7208 test sui
 the §4.6.4 limits (10 DNS-querying terms, 2 void lookups) and §7 macro expansion. pyspf is
 synchronous, so a check runs in a worker thread; each DNS lookup it makes is sent back to the
 event loop and answered by ``Resolver.query`` (``run_coroutine_threadsafe``), so all DNS goes
-through the one resolver and its cache. A typical check costs a thread hop plus one loop
+through the one resolver and its cache. The verdict itself is cached on the resolver, keyed
+by every input of the evaluation (client IP, sender, HELO, receiver) and expiring with the first
+DNS answer it used, so a busy sender's mail is checked once per TTL instead of once per message
+(temperror is never kept). A typical uncached check costs a thread hop plus one loop
 round trip per lookup (well under 1 ms of overhead against the DNS round trips themselves);
 writing our own async evaluator would save that but re-implement ~1,500 lines already
 proven by the suite.
@@ -25,7 +28,7 @@ from typing import Any, Literal
 
 import spf as pyspf
 
-from mailserver.mailauth.dns import DnsTempError, Resolver
+from mailserver.mailauth.dns import Answer, DnsTempError, Resolver
 
 __all__ = ["SpfResult", "check_spf"]
 
@@ -61,11 +64,18 @@ class SpfResult:
     identity: Literal["mailfrom", "helo"] = "mailfrom"
 
 
-def _converter(resolver: Resolver, loop: asyncio.AbstractEventLoop, timeout: float) -> _Lookup:
+def _converter(resolver: Resolver, loop: asyncio.AbstractEventLoop, timeout: float,
+               expiries: list[float]) -> _Lookup:
+    """pyspf's lookup function; appends the cache expiry of every answer to ``expiries``."""
+    async def query(name: str, qtype: str) -> Answer:
+        answer = await resolver.query(name, qtype)
+        expiries.append(resolver.expiry(name, qtype))  # on the loop, like the cache itself
+        return answer
+
     def lookup(name: str, qtype: str) -> list[tuple[tuple[str, str], Any]]:
         if qtype == "SPF":  # RFC 7208 §3.1: type 99 records are no longer looked up
             return []
-        future = asyncio.run_coroutine_threadsafe(resolver.query(name, qtype), loop)
+        future = asyncio.run_coroutine_threadsafe(query(name, qtype), loop)
         try:
             answer = future.result(timeout + 1.0)
         except DnsTempError as exc:
@@ -118,11 +128,21 @@ async def check_spf(ip: str, mail_from: str, helo: str, resolver: Resolver, *,
     (RFC 7208 §2.4: ``postmaster@<helo>``)."""
     identity: Literal["mailfrom", "helo"] = "mailfrom" if mail_from else "helo"
     sender = mail_from if mail_from else (f"postmaster@{helo}" if helo else "")
-    lookup = _converter(resolver, asyncio.get_running_loop(), resolver.timeout)
+    key = ("spf", ip, sender, helo, receiver, default_explanation)
+    cached = resolver.derived(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    expiries: list[float] = []
+    lookup = _converter(resolver, asyncio.get_running_loop(), resolver.timeout, expiries)
     result, explanation, domain = await asyncio.to_thread(
         _run_query, ip, sender, helo, lookup, query_time, receiver, default_explanation)
     result = _LEGACY.get(result, result)
     if not domain:
         domain = sender.rpartition("@")[2] if "@" in sender else helo
-    return SpfResult(result, explanation, domain.lower(), identity)  # type: ignore[arg-type]
+    verdict = SpfResult(result, explanation, domain.lower(), identity)  # type: ignore[arg-type]
+    if result != "temperror" and expiries and min(expiries) > 0:
+        # the same inputs and the same answers give the same verdict (RFC 7208 evaluation
+        # is a function of them): kept until the first answer it used expires
+        resolver.remember(key, verdict, min(expiries))
+    return verdict
 
