@@ -18,6 +18,10 @@ verifier and by our signer alike:
   them is dkimpy's.
 - ``evaluate_pk`` (key record parsing, a pure-Python ASN.1 decoder for RSA): memoized on the
   record's bytes, as the same few keys sign most mail.
+- ``rfc822_parse``: dkimpy splits the *whole* message into lines with a regex and joins the
+  body lines again, for every signature it verifies (~4% of an MX process's CPU at 5 KB).
+  Here only the header block is split; the body is the rest, with bare LFs turned into CRLF
+  only when it has any (the same bytes as dkimpy's split-and-join).
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim import canonicalization
 
-__all__ = ["dkimpy_relaxed_body", "dkimpy_relaxed_headers", "dkimpy_rsa_verify",
-           "evaluate_pk", "install", "relaxed_body", "relaxed_headers", "rsa_verify"]
+__all__ = ["dkimpy_relaxed_body", "dkimpy_relaxed_headers", "dkimpy_rfc822_parse",
+           "dkimpy_rsa_verify", "evaluate_pk", "install", "relaxed_body", "relaxed_headers",
+           "rfc822_parse", "rsa_verify"]
 
 # the reference versions, kept for the equivalence tests and the RSA fallback
 dkimpy_relaxed_body = canonicalization.Relaxed.canonicalize_body
 dkimpy_relaxed_headers = canonicalization.Relaxed.canonicalize_headers
 dkimpy_rsa_verify = dkim.RSASSA_PKCS1_v1_5_verify
 dkimpy_evaluate_pk = dkim.evaluate_pk
+dkimpy_rfc822_parse = dkim.rfc822_parse
 
 _WSP_RUN = re.compile(rb"\t[\t ]*| [\t ]+")  # only runs that are not already one space
 _WSP = re.compile(rb"[\t ]+")
@@ -61,6 +67,36 @@ def relaxed_headers(headers: list[Any]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().rstrip(),
              _WSP.sub(b" ", value.replace(b"\r\n", b"").replace(b"\n", b"")).strip() + b"\r\n")
             for name, value in headers]
+
+
+_LINE_END = re.compile(rb"\r?\n")
+_EMPTY_LINE = re.compile(rb"\n\r?\n")  # a line terminator, then an empty line
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+
+
+def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's ``rfc822_parse``: ([name, value] pairs, CRLF body), its errors included."""
+    if message.startswith((b"\n", b"\r\n")):
+        head, rest = b"", message[message.index(b"\n") + 1:]
+    else:
+        m = _EMPTY_LINE.search(message)
+        head, rest = (message, b"") if m is None else (message[:m.start() + 1],
+                                                       message[m.end():])
+    headers: list[list[bytes]] = []
+    for line in _LINE_END.split(head):
+        if not line:
+            break  # the empty line (or the end of a message that has no body)
+        if line[0] in (0x09, 0x20):
+            headers[-1][1] += line + b"\r\n"  # IndexError on a leading continuation, as dkimpy
+            continue
+        fm = _FIELD_NAME.match(line)
+        if fm is not None:
+            headers.append([fm.group(1), line[fm.end(0):] + b"\r\n"])
+        elif not line.startswith(b"From "):
+            raise dkim.MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
+    if rest.count(b"\n") != rest.count(b"\r\n"):  # a bare LF: dkimpy's join makes it CRLF
+        rest = _LINE_END.sub(b"\r\n", rest)
+    return headers, rest
 
 
 _PREHASHED = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}
@@ -103,6 +139,7 @@ def install() -> None:
     relaxed.canonicalize_headers = staticmethod(relaxed_headers)  # type: ignore[method-assign]
     dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
     dkim.evaluate_pk = evaluate_pk
+    dkim.rfc822_parse = rfc822_parse
 
 
 install()

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailserver.mailauth.dkimpy_fast import (
-    dkimpy_relaxed_body, dkimpy_relaxed_headers, dkimpy_rsa_verify, relaxed_body,
-    relaxed_headers, rsa_verify)
+    dkimpy_relaxed_body, dkimpy_relaxed_headers, dkimpy_rfc822_parse, dkimpy_rsa_verify,
+    relaxed_body, relaxed_headers, rfc822_parse, rsa_verify)
 
 _PIECES = st.sampled_from([b" ", b"  ", b"\t", b" \t ", b"\r\n", b"\r", b"\n", b"a", b"word",
                            b"\r\n\r\n", b"\x00", b"\xc3\xa9", b".", b"\t\r\n", b" \r\n"])
@@ -29,6 +29,33 @@ def test_body_same_bytes_as_dkimpy(body: bytes) -> None:
 @given(st.lists(st.tuples(_TEXT, _TEXT), max_size=6))
 def test_headers_same_as_dkimpy(headers: list[tuple[bytes, bytes]]) -> None:
     assert relaxed_headers(headers) == dkimpy_relaxed_headers(headers)
+
+
+_MSG_PIECES = st.sampled_from([b"Subject: hi", b"From: a@b", b"From x", b" folded", b"\tx",
+                               b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b"\n\r\n",
+                               b"body line", b"", b"X-\xc3\xa9: v", b":", b"bad line"])
+_MESSAGE = st.one_of(st.lists(_MSG_PIECES, max_size=30).map(b"".join), st.binary(max_size=120))
+
+
+def _outcome(parse, message: bytes):
+    try:
+        return parse(message)
+    except Exception as exc:  # noqa: BLE001 - the same failure is part of "the same result"
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_MESSAGE)
+def test_rfc822_parse_same_as_dkimpy(message: bytes) -> None:
+    assert _outcome(rfc822_parse, message) == _outcome(dkimpy_rfc822_parse, message)
+
+
+def test_rfc822_parse_examples() -> None:
+    for message in (b"", b"\r\n", b"\nbody\n", b"A: 1\r\n", b"A: 1", b"A: 1\r\n\r\nB\nC\r\n",
+                    b"A: 1\n b\n\nbody\r\n\n", b"A: 1\r\n\r\r\n", b" x: 1\r\n"):
+        assert _outcome(rfc822_parse, message) == _outcome(dkimpy_rfc822_parse, message), message
+    assert rfc822_parse(b"A: 1\r\n b\r\n\r\nx\ny\r\n") == ([[b"A", b" 1\r\n b\r\n"]],
+                                                                b"x\r\ny\r\n")
 
 
 def test_rfc6376_example() -> None:
