@@ -80,6 +80,7 @@ class Connection:
         self.stopping = stopping
         self.tls = False
         self.proxied = False
+        self._corked: list[bytes] | None = None
 
     @property
     def peer_ip(self) -> str | None:
@@ -93,10 +94,26 @@ class Connection:
             return b""
 
     def write(self, data: bytes) -> None:
-        if data and not self.writer.is_closing():
+        if self._corked is not None:
+            if data:
+                self._corked.append(data)
+        elif data and not self.writer.is_closing():
             self.writer.write(data)
 
+    def cork(self) -> None:
+        """Hold writes until ``flush``/``drain``, so that the replies to a batch of pipelined
+        commands leave in one send (RFC 2920 §3.1) rather than one system call each."""
+        if self._corked is None:
+            self._corked = []
+
+    def flush(self) -> None:
+        """Send what ``cork`` held, and stop holding."""
+        held, self._corked = self._corked, None
+        if held:
+            self.write(b"".join(held))
+
     async def drain(self) -> None:
+        self.flush()
         try:
             await self.writer.drain()
         except (ConnectionError, ssl.SSLError, OSError):

@@ -242,6 +242,7 @@ class SmtpSession:
                     finally:
                         self._idle = False
                     sm.receive_data(data)
+                    conn.cork()  # the replies to this input leave together, at the next drain
                 elif event is CLOSED:
                     conn.write(sm.data_to_send())
                     return

@@ -186,3 +186,57 @@ async def test_many_concurrent_sessions_with_one_hostile(env):
     hostile.writer.transport.abort()
     assert len(await stored(env, "bob")) == 8
     assert await stored(env, "alice") == []
+
+
+async def test_replies_to_a_pipelined_batch_come_in_order(env):
+    """RFC 2920: the replies to MAIL, RCPT, RCPT and DATA sent in one packet (held by
+    ``Connection.cork`` until the input is used up, then sent together) come in order."""
+    c = await _greeted(env)
+    await c.send(b"MAIL FROM:<x@pass.test>\r\nRCPT TO:<alice@example.test>\r\n"
+                 b"RCPT TO:<nobody@example.test>\r\nDATA\r\n")
+    assert [code for code, _ in await c.replies(4)] == [250, 250, 550, 354]
+    await c.send(b"Subject: batch\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert [code for code, _ in await c.replies(2)] == [250, 221]
+    await c.close()
+    assert len(await stored(env, "alice")) == 1
+
+
+async def test_cork_holds_writes_until_flush():
+    """``Connection.cork``: nothing reaches the socket until ``flush`` (or ``drain``), then
+    everything in one piece, in order; uncorked writes go straight out."""
+    import socket
+
+    from mailserver.servers.base import Connection
+
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=ours)
+    conn = Connection(reader, writer, peer=None, local=None, listener=None,  # type: ignore[arg-type]
+                      tls_context=None, stopping=asyncio.Event())
+
+    def received() -> bytes:
+        try:
+            return peer.recv(65536)
+        except BlockingIOError:
+            return b""
+
+    try:
+        conn.cork()
+        for part in (b"250 a\r\n", b"", b"250 b\r\n", b"354 c\r\n"):
+            conn.write(part)
+        await asyncio.sleep(0.05)
+        assert received() == b""
+        conn.flush()
+        await asyncio.sleep(0.05)
+        assert received() == b"250 a\r\n250 b\r\n354 c\r\n"
+        conn.write(b"250 d\r\n")  # not corked any more
+        await asyncio.sleep(0.05)
+        assert received() == b"250 d\r\n"
+        conn.cork()
+        conn.write(b"221 e\r\n")
+        await conn.drain()  # drain flushes too
+        await asyncio.sleep(0.05)
+        assert received() == b"221 e\r\n"
+    finally:
+        writer.close()
+        peer.close()
