@@ -229,12 +229,12 @@ class Database:
         Production upgrades go through the Alembic migrations (``mailserver migrate``), whose
         baseline revision calls this same function.
         """
-        from mailserver.store.schema import metadata
+        from mailserver.store.schema import metadata, storage_ddl
         from mailserver.store.search import search_ddl
 
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-            for statement in search_ddl(self.dialect):
+            for statement in search_ddl(self.dialect) + storage_ddl(self.dialect):
                 await conn.exec_driver_sql(statement)
 
     async def close(self) -> None:

@@ -23,6 +23,10 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_blob_data")),
     )
+    from mailserver.store.schema import storage_ddl
+
+    for statement in storage_ddl(op.get_bind().dialect.name):
+        op.execute(statement)
 
 
 def downgrade() -> None:
