@@ -4,7 +4,11 @@ The index is written in the delivery transaction (``index_email``) and removed o
 (``unindex_emails``), so search never lags the mailbox. ``search`` compiles a criteria tree
 (``And``/``Or``/``Not``/``Text``/``Header``/…, the frozen dataclasses below) into ONE SQL
 statement over ``emails`` (and ``mailbox_messages`` when a mailbox is given), the full-text parts
-being ``IN`` subqueries on the index.
+being ``IN`` subqueries on the index. That statement is written as SQL text with ``?``
+parameters and run through the driver (``_SqlText``: ~0.01 ms instead of ~1.5 ms of
+SQLAlchemy expression building and compiling per search); the SQLAlchemy compiler
+(``_Compiler``, the same SQL) is the fallback for what the text path does not cover and the
+reference the tests compare it with.
 
 Index layout
 ------------
@@ -709,6 +713,266 @@ class _Compiler:
         return _id_in(self.e.c.id, ids)
 
 
+# --------------------------------------------------------------------------------------------
+# Criteria straight to SQL text (the common path on both engines)
+# --------------------------------------------------------------------------------------------
+
+FAST_SQL = True  # the SQL-text path below; tests turn it off to compare with the general one
+
+
+class _Fallback(Exception):
+    """Something the SQL-text compiler leaves to ``_Compiler`` (which also owns the errors)."""
+
+
+_ESC = " ESCAPE '\\'"
+_DATE_COL = {"received": "emails.received_at",
+             "sent": "coalesce(emails.sent_at, emails.received_at)"}
+_SORT_SQL = {"received": "emails.received_at", "sent": _DATE_COL["sent"], "size": "emails.size",
+             "subject": "emails.sort_subject", "from": "emails.sort_from",
+             "to": "emails.sort_to", "id": "emails.id"}
+_STORED_SQL = {"message-id": 'emails."message_id"', "in-reply-to": 'emails."in_reply_to"',
+               "references": 'emails."references"'}
+_FTS_FILTER = {"body": "{body} : (", "addresses": "{" + " ".join(_ADDRESS_COLUMNS) + "} : (",
+               **{f: "{" + col + "} : (" for f, col in _COLUMN_OF.items()}}
+_PG_WEIGHTS = {"text": "ABD", "subject": "A", "addresses": "B", "body": "D"}
+_SQL_MM_FROM = ("SELECT mailbox_messages.uid, emails.id FROM mailbox_messages JOIN emails "
+                "ON emails.account_id = mailbox_messages.account_id "
+                "AND emails.id = mailbox_messages.email_id "
+                "WHERE mailbox_messages.account_id = ? AND mailbox_messages.mailbox_id = ? AND ")
+_SQL_E_FROM = "SELECT emails.id FROM emails WHERE emails.account_id = ? AND "
+
+
+def _flat(c: Any, kind: type) -> list[Any]:
+    out: list[Any] = []
+    for i in c.items:
+        if type(i) is kind:
+            out.extend(_flat(i, kind))
+        else:
+            out.append(i)
+    return out
+
+
+class _SqlText:
+    """The SQL of ``_Compiler`` as plain text with ``?`` parameters, run through the driver
+    (``engine.driver_sql``: sqlite3 itself, asyncpg with ``$n``).
+
+    Why: building and compiling the SQLAlchemy expression was over half of the server CPU of
+    an IMAP ``UID SEARCH UNSEEN SUBJECT "x"`` on SQLite (~1.5 of ~3 ms); joining strings takes
+    tens of microseconds. The SQL is the one ``_Compiler`` produces for the dialect (same
+    subqueries, same NULL behaviour, so the same plans and results; nested ANDs/ORs spliced
+    and NOT NOT dropped as SQLAlchemy does); tests/store/test_search_fast.py compares the two
+    paths on a varied corpus on both engines. User text only ever travels as a parameter;
+    integers (ids, UIDs, days) are rendered after ``int()``.
+    Anything unusual (an unknown field or operator, a blob header without its matches, a sort
+    by uid without a mailbox) raises ``_Fallback`` and the general compiler handles it,
+    errors included.
+    """
+
+    def __init__(self, dialect: str, account_id: int, in_mailbox: bool,
+                 header_matches: dict[Header, frozenset[int]],
+                 resolved_uids: dict[Uid, list[int]]) -> None:
+        self.sqlite = dialect == "sqlite"
+        # the account's index rows: parameters, so that the SQL of one criteria shape is the
+        # same for every account (the drivers' prepared-statement caches are keyed by it)
+        if self.sqlite:
+            base = int(account_id) << 32
+            self.sub_sql = ("emails.id IN (SELECT email_fts.rowid - ? FROM email_fts "
+                            "WHERE email_fts.rowid BETWEEN ? AND ? AND ")
+            self.sub_params: tuple[int, ...] = (base, base, base + 0xFFFFFFFF)
+            self.true, self.false, self.index = "1", "0", "email_fts"
+        else:
+            self.sub_sql = ("emails.id IN (SELECT email_search.email_id FROM email_search "
+                            "WHERE email_search.account_id = ? AND ")
+            self.sub_params = (int(account_id),)
+            self.true, self.false, self.index = "true", "false", "email_search"
+        self.in_mailbox = in_mailbox
+        self.header_matches = header_matches
+        self.resolved_uids = resolved_uids
+        self.params: list[Any] = []
+
+    def _sub(self) -> str:
+        """The start of an ``emails.id IN (index rows of the account …)`` subquery."""
+        self.params.extend(self.sub_params)
+        return self.sub_sql
+
+    def _ids(self, col: str, ids: Iterable[int]) -> str:
+        values = sorted({int(i) for i in ids})
+        if not values:
+            return self.false
+        return f"{col} IN ({','.join(map(str, values))})"
+
+    def compile(self, c: Any) -> str:
+        t = type(c)
+        if t is And or t is Or:
+            # nested ANDs in an AND (ORs in an OR) are spliced in, like SQLAlchemy does:
+            # SQLite's parser stack overflows at ~100 levels of parentheses
+            items = _flat(c, t)
+            if not items:
+                return self.true if t is And else self.false
+            return _balanced_sql([self.compile(i) for i in items], "AND" if t is And else "OR")
+        if t is Not:
+            inner, negate = c.item, True
+            while type(inner) is Not:  # NOT NOT x is x (NULL too)
+                inner, negate = inner.item, not negate
+            sql = self.compile(inner)
+            if not negate:
+                return sql
+            return "NOT " + sql if type(inner) in (And, Or) else f"NOT ({sql})"
+        if t is All:
+            return self.true
+        if t is Keyword:
+            kw = c.keyword.lower()
+            if not kw or "\x00" in kw or any(ch.isspace() for ch in kw):
+                return self.false if c.present else self.true
+            self.params.append(_like_pattern(" " + kw + " "))
+            cond = "(' ' || emails.keywords || ' ') LIKE ?" + _ESC
+            return cond if c.present else f"NOT ({cond})"
+        if t is Text:
+            return self._text(c.field, c.value)
+        if t is Header:
+            return self._header(c)
+        if t is Date:
+            col = _DATE_COL.get(c.field)
+            if col is None or c.op not in ("before", "on", "since"):
+                raise _Fallback
+            start = _day_start(c.day)
+            if c.op == "before":
+                return f"{col} < {start}"
+            if c.op == "since":
+                return f"{col} >= {start}"
+            return f"({col} >= {start} AND {col} < {start + 86400})"
+        if t is Size:
+            if c.op not in ("larger", "smaller") or type(c.n) is not int:
+                raise _Fallback
+            return f"emails.size > {c.n}" if c.op == "larger" else f"emails.size < {c.n}"
+        if t is Uid:
+            if not self.in_mailbox:
+                raise _Fallback
+            if c in self.resolved_uids:
+                return self._ids("mailbox_messages.uid", self.resolved_uids[c])
+            ranges = _merge_ranges(c.ranges)
+            singles = [lo for lo, hi in ranges if lo == hi]
+            parts = [self._ids("mailbox_messages.uid", singles)] if singles else []
+            parts += [f"mailbox_messages.uid BETWEEN {lo} AND {hi}"
+                      for lo, hi in ranges if lo != hi]
+            return _balanced_sql(parts, "OR") if parts else self.false
+        if t is EmailIds:
+            return self._ids("emails.id", c.ids)
+        if t is InMailbox:
+            return ("EXISTS (SELECT 1 FROM mailbox_messages AS m2 "
+                    "WHERE m2.account_id = emails.account_id AND m2.email_id = emails.id "
+                    f"AND m2.mailbox_id = {int(c.mailbox_id)})")
+        if t is InThread:
+            return f"emails.thread_id = {int(c.thread_id)}"
+        if t is HasAttachment:
+            return "emails.has_attachment = " + (self.true if c.value else self.false)
+        raise _Fallback
+
+    def _text(self, field: str, value: str) -> str:
+        if field not in TEXT_FIELDS:
+            raise _Fallback
+        value = _clean(value)
+        if value == "":
+            return self.true
+        ws = [w[:MAX_TOKEN_CHARS] for w in words(value)[:MAX_QUERY_WORDS]]
+        parts: list[str] = []
+        if ws:
+            parts.append(self._fts_match(field, ws))
+        if field == "text":
+            like_cols: tuple[str, ...] = _SUMMARY_COLUMNS
+        elif field == "addresses":
+            like_cols = _ADDRESS_COLUMNS
+        elif field == "body":
+            like_cols = ()
+        else:
+            like_cols = (_COLUMN_OF[field],)
+        if like_cols:
+            parts.append(self._substring(like_cols, value))
+        if not parts:
+            return self.false
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+    def _fts_match(self, field: str, ws: list[str]) -> str:
+        if self.sqlite:
+            expr = " AND ".join(_fts5_string(w) + "*" for w in ws)
+            sql = self._sub() + "email_fts MATCH ?)"
+            self.params.append(expr if field == "text" else _FTS_FILTER[field] + expr + ")")
+            return sql
+        weights = _PG_WEIGHTS.get(field, "C")
+        tag = _PG_TAG.get(field, "")
+        lexemes = [f"{_ts_lexeme(tag + t[:MAX_TOKEN_CHARS])}:*{weights}"
+                   for w in ws for t in _WORD.findall(fold(w))]
+        if not lexemes:
+            return self.false
+        sql = self._sub() + "email_search.tsv @@ CAST(CAST(? AS TEXT) AS TSQUERY))"
+        self.params.append(" & ".join(lexemes))
+        return sql
+
+    def _substring(self, cols: tuple[str, ...], value: str) -> str:
+        pattern = _like_pattern(_clean(value).lower())
+        sql = self._sub()
+        self.params.extend(pattern for _ in cols)
+        return sql + "(" + " OR ".join(f"{self.index}.{c} LIKE ?{_ESC}" for c in cols) + "))"
+
+    def _header(self, c: Header) -> str:
+        name = c.name.lower()
+        if name in _COLUMN_OF:
+            if c.value == "":
+                return self.true
+            return self._substring((_COLUMN_OF[name],), c.value)
+        if name in _STORED_SQL:
+            value = _clean(c.value).strip()
+            if name == "message-id":
+                value = value.strip("<>")
+            if value == "":
+                return self.true
+            self.params.append(_like_pattern(value))
+            if self.sqlite:  # what SQLAlchemy's ilike() is on each engine
+                return f"lower({_STORED_SQL[name]}) LIKE lower(?){_ESC}"
+            return f"{_STORED_SQL[name]} ILIKE ?{_ESC}"
+        ids = self.header_matches.get(c)
+        if ids is None:
+            raise _Fallback
+        return self._ids("emails.id", ids)
+
+
+def _text_statement(dialect: str, account_id: int, criteria: Any, mailbox_id: int | None,
+                    sort: Sequence[SortKey] | None, limit: int | None,
+                    header_matches: dict[Header, frozenset[int]],
+                    resolved_uids: dict[Uid, list[int]]) -> tuple[str, tuple]:
+    """(SQL with ``?`` parameters, parameters) of ``search``'s statement; ``_Fallback`` when
+    the criteria or the sort are not covered."""
+    comp = _SqlText(dialect, account_id, mailbox_id is not None, header_matches, resolved_uids)
+    if mailbox_id is not None:
+        comp.params += [account_id, mailbox_id]
+        head, tiebreak = _SQL_MM_FROM, "mailbox_messages.uid"
+    else:
+        comp.params.append(account_id)
+        head, tiebreak = _SQL_E_FROM, "emails.id"
+    try:
+        cond = comp.compile(criteria)
+    except (TypeError, ValueError) as exc:  # a malformed value: the general path's answer
+        raise _Fallback from exc
+    order = []
+    for key in sort or ():
+        if key.field == "uid":
+            if mailbox_id is None:
+                raise _Fallback
+            col = "mailbox_messages.uid"
+        else:
+            col = _SORT_SQL.get(key.field)
+            if col is None:
+                raise _Fallback
+        order.append(col + (" DESC" if key.descending else " ASC"))
+    if not any(k.field in ("uid", "id") for k in sort or ()):
+        order.append(tiebreak + " ASC")
+    sql = head + cond + " ORDER BY " + ", ".join(order)
+    if limit is not None:
+        if type(limit) is not int:
+            raise _Fallback
+        sql += f" LIMIT {limit}"
+    return sql, tuple(comp.params)
+
 class _Paren(ColumnElement[bool]):
     """A boolean expression always rendered in parentheses (SQLAlchemy drops them around an
     OR inside an OR, which is what _balanced needs)."""
@@ -839,15 +1103,29 @@ async def search(conn: AsyncConnection, dialect: str, account_id: int, criteria:
     if wide and mailbox_id is not None:
         # Thousands of BETWEENs take SQLite seconds to plan: resolve such sets against the
         # mailbox's UIDs here (one index-only scan) and query the matching UIDs as a list.
-        mm = schema.mailbox_messages
-        uids = (await conn.execute(select(mm.c.uid).where(
-            mm.c.account_id == account_id, mm.c.mailbox_id == mailbox_id)
-            .order_by(mm.c.uid))).scalars().all()
+        from mailserver.store.engine import driver_sql
+
+        uids = [r[0] for r in await driver_sql(conn).fetch(
+            "SELECT uid FROM mailbox_messages WHERE account_id = ? AND mailbox_id = ? "
+            "ORDER BY uid", (account_id, mailbox_id))]
         for u in wide:
             matched: list[int] = []
             for lo, hi in _merge_ranges(u.ranges):
                 matched.extend(uids[bisect.bisect_left(uids, lo):bisect.bisect_right(uids, hi)])
             resolved_uids[u] = matched
+    if FAST_SQL:
+        try:
+            sql, params = _text_statement(dialect, account_id, criteria, mailbox_id, sort, limit,
+                                          header_matches, resolved_uids)
+        except _Fallback:
+            pass
+        else:
+            from mailserver.store.engine import driver_sql
+
+            rows = await driver_sql(conn).fetch(sql, params)
+            if mailbox_id is not None:
+                return [(r[0], r[1]) for r in rows]
+            return [r[0] for r in rows]
     comp = _Compiler(dialect, account_id, mailbox_id is not None, header_matches,
                      resolved_uids)
     cond = comp.compile(criteria)
