@@ -9,7 +9,8 @@ verifier and by our signer alike:
   rewrites every single space between words (one match per word) and its ``[\\t ]+\\r\\n``
   pass starts a match at each of them too: ~70% of the CPU on a 50 KB message. Here trailing
   whitespace is stripped line by line and only runs that change (a tab, or two or more WSP)
-  are rewritten: 3–4× faster.
+  are rewritten, and a body with neither a tab nor two spaces in a row is not scanned for
+  them at all: ~10× faster.
 - ``Relaxed.canonicalize_headers`` (§3.4.2): the same with precompiled patterns and plain
   ``bytes.replace`` for unfolding (dkimpy compiles-or-looks-up two regexes per field).
 - ``RSASSA_PKCS1_v1_5_verify``: dkimpy verifies RSA in pure Python (``pow`` plus byte
@@ -58,7 +59,8 @@ def relaxed_body(body: bytes) -> bytes:
         lines = body.split(b"\r\n")
         last = lines.pop()
         body = b"\r\n".join([line.rstrip(b" \t") for line in lines] + [last])
-    body = _WSP_RUN.sub(b" ", body)
+    if b"\t" in body or b"  " in body:  # else nothing to rewrite: skip the regex scan, which
+        body = _WSP_RUN.sub(b" ", body)  # tries every position (~1 ms per 50 KB)
     return canonicalization.correct_empty_body(canonicalization.strip_trailing_lines(body))
 
 
