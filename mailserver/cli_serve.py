@@ -199,6 +199,17 @@ async def _serve_worker(args: argparse.Namespace) -> int:
         return e.status
 
 
+def _tune_gc() -> None:
+    """Once the daemons are up: move every object that exists by now (modules, the schema,
+    compiled statements, configuration — a few hundred thousand) out of the cyclic garbage
+    collector's reach (``gc.freeze``). They live as long as the process, yet every full
+    collection walked them all; profiled at ~10% of an MX process's CPU under load."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 async def run_daemons(cfg: Any, path: str, chosen: list[str], skipped: dict[str, str], *,
                       worker: int | None = None) -> int:
     """Start ``chosen``, notify READY, run until SIGTERM/SIGINT, stop them in reverse."""
@@ -235,6 +246,7 @@ async def run_daemons(cfg: Any, path: str, chosen: list[str], skipped: dict[str,
         for name, why in skipped.items():
             log.info("not starting %s: %s", name, why,
                      extra={"event": "daemon_skipped", "daemon": name, "reason": why})
+        _tune_gc()
         status = f"serving: {', '.join(chosen) or 'nothing'}"
         log.info("ready (%s; config %s)", status, path,
                  extra={"event": "ready", "daemons": ",".join(chosen), "config": path})
